@@ -1,0 +1,167 @@
+"""Commit: build the version (DESIGN formats 6–8) from the corpus's input set and pipeline, sign it,
+and publish it with one journal entry.
+
+Order of work: everything the version needs (chunks, Merkle caches, the manifest, the envelope) is
+written as content-addressed objects first; the ``commit`` journal entry written last, under the lock,
+is what makes the version exist. A crash before it leaves unreferenced objects and the old state.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import NothingToCommitError, RefError, StepError, TagExistsError
+from ..hashing import ID_DTYPE, jcs, merkle_root, sort_ids, weights_sha256
+from ..versions import signing
+from ..versions.journal import now_rfc3339
+from ..versions.manifest import level_nodes, write_chunks
+from .inputs import current_inputs
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from ..versions.journal import State
+
+MANIFEST_FORMAT = "rowtrail.manifest/1"
+_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_HEXLIKE = re.compile(r"^[0-9a-f]{7,64}$")
+
+
+def check_tag(tag: str, state: State) -> None:
+    if not _TAG_RE.match(tag):
+        raise RefError(f"tag {tag!r} is not allowed: use letters, digits and . _ + - (at most 128), starting with a letter or digit")
+    if _HEXLIKE.match(tag):
+        raise RefError(f"tag {tag!r} looks like a version id; choose a tag that is not 7+ hex digits (e.g. 'v{tag[:6]}')")
+    if tag == "HEAD" or tag.startswith("HEAD~"):
+        raise RefError("'HEAD' is reserved")
+    if tag in state.tags:
+        raise TagExistsError(f"tag '{tag}' already names version {state.tags[tag][:12]}; tags never move — pick a new tag")
+
+
+def author_name() -> str:
+    env = os.environ.get("ROWTRAIL_AUTHOR")
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def build_content(store: Store, corpus: str, rows: np.ndarray, inputs: np.ndarray, pipeline: list[str], policy: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The version content and the storage part of the manifest (chunks, Merkle caches)."""
+    ids = rows["id"]
+    root, nodes = level_nodes(ids)
+    same_inputs = len(inputs) == len(rows) and bool(np.array_equal(inputs["id"], ids))
+    inputs_root = root if same_inputs else merkle_root(inputs["id"])
+    content_hashes, source_idx, source_names = store.gather(rows, want_sources=True)
+    distinct = np.unique(content_hashes) if len(content_hashes) else np.empty(0, dtype=ID_DTYPE)
+    distinct = distinct[sort_ids(distinct)] if len(distinct) else distinct
+    content_root, content_nodes = level_nodes(distinct)
+    weights = rows["w"].astype(np.float64)
+    counts = np.bincount(source_idx, minlength=len(source_names))
+    wsum = np.bincount(source_idx, weights=weights, minlength=len(source_names))
+    per_source = {s: [int(counts[i]), float(wsum[i])] for i, s in enumerate(source_names) if counts[i]}
+    content = {
+        "corpus": corpus,
+        "merkle_root": root,
+        "content_root": content_root,
+        "row_count": int(len(rows)),
+        "weight_total": float(weights.sum()) if len(weights) else 0.0,
+        "weights_sha256": weights_sha256(ids, weights),
+        "per_source": dict(sorted(per_source.items())),
+        "pipeline": pipeline,
+        "inputs_root": inputs_root,
+        "policy": policy,
+    }
+    backend = store.backend
+    row_chunks = write_chunks(backend, rows)
+    storage = {
+        "rows": {"chunks": row_chunks, "level": 13, "nodes": backend.put_bytes(nodes.tobytes())},
+        "inputs": {"chunks": row_chunks if same_inputs else write_chunks(backend, inputs)},
+        "contents": {
+            "chunks": write_chunks(backend, distinct),
+            "level": 13,
+            "nodes": backend.put_bytes(content_nodes.tobytes()),
+        },
+    }
+    return content, storage
+
+
+def commit(
+    store: Store,
+    message: str,
+    *,
+    tag: str | None = None,
+    corpus: str = "main",
+    sign: bool = True,
+    key: str | None = None,
+    allow_empty: bool = False,
+) -> str:
+    """Commit the corpus's staged work as a new version; returns its version id."""
+    signing_key = signing.load_signing_key(key) if sign else None
+    with store._write() as state:
+        if tag is not None:
+            check_tag(tag, state)
+        staged = state.staged_for(corpus)
+        parent = state.heads.get(corpus)
+        if staged.empty and parent is not None and not allow_empty:
+            raise NothingToCommitError(f"nothing staged for corpus '{corpus}'; ingest, remove or apply first (see 'rowtrail status')")
+        inputs = current_inputs(store, state, corpus)
+        pipeline = state.pipelines.get(corpus, [])
+        if pipeline:
+            raise StepError("this store's pipeline has steps, which this rowtrail build cannot run yet")
+        rows = inputs
+        step_ids: list[str] = []
+        content, storage = build_content(store, corpus, rows, inputs, step_ids, None)
+        content_id = hashlib.sha256(jcs(content)).hexdigest()
+        record = {
+            "content_id": content_id,
+            "content": content,
+            "parent": parent,
+            "tag": tag,
+            "message": message,
+            "author": author_name(),
+            "created_at": now_rfc3339(),
+            "journal_head": state.head_digest,
+        }
+        version_id = hashlib.sha256(jcs(record)).hexdigest()
+        envelope_digest = None
+        if signing_key is not None:
+            stmt = signing.statement(f"{corpus}@{tag or version_id}", version_id, record)
+            envelope_digest = store.backend.put_bytes(jcs(signing.sign_envelope(stmt, signing_key)))
+        used = sorted({int(s) for s in np.unique(rows["seg"])}) if len(rows) else []
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version_id": version_id,
+            "record": record,
+            "steps": {},
+            "segments": {str(s): _segment_ref(state, s) for s in used},
+            "source_snapshots": store.snapshots_of(rows),
+            "rowtrail_version": __version__,
+            **storage,
+        }
+        manifest_digest = store.backend.put_bytes(jcs(manifest))
+        store._append(
+            state,
+            {
+                "kind": "commit",
+                "corpus": corpus,
+                "version_id": version_id,
+                "record": record,
+                "manifest": manifest_digest,
+                "envelope": envelope_digest,
+            },
+        )
+    return version_id
+
+
+def _segment_ref(state: State, seg: int) -> dict[str, Any]:
+    s = state.segments[seg]
+    return {"provenance": s.provenance, "content": s.content, "rows": s.rows, "sources": list(s.sources)}

@@ -1,0 +1,700 @@
+"""Ingest: read rows, map values, hash content, assign row ids, and stage them with provenance.
+
+The heavy work (parse, canonicalize, hash, write Parquet) runs without the store lock, in parallel
+worker processes for large JSONL files. Then, under the lock, the new rows are compared with the
+corpus's current input set (same key and content: a no-op; same key, new content: the old row is
+superseded), and one ``ingest`` journal entry publishes everything. Until that entry is written
+nothing is visible; on any error the temporary files are removed and the store is unchanged.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import multiprocessing as mp
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import IngestError, SourceNotFoundError, ValueMappingError
+from ..hashing import jcs, key_text, to_json_value
+from ..readers import Part, RawBatch, as_arrow_table, describe_table, is_path, plan_parts, read_part
+from ..segments import ATTR_PREFIX, CONTENT_SCHEMA, PARQUET_OPTS, PROVENANCE_BASE, ROW_GROUP_ROWS
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+QUARANTINE_SCHEMA = pa.schema(
+    [("origin_file", pa.string()), ("origin_line", pa.int64()), ("field", pa.string()), ("reason", pa.string()), ("raw", pa.string())]
+)
+DROPS_SCHEMA = pa.schema([("row_id", pa.binary(32)), ("reason_code", pa.string()), ("reason", pa.string())])
+EDGES_SCHEMA = pa.schema([("parent", pa.binary(32)), ("child", pa.binary(32)), ("kind", pa.string())])
+REPLACE_CONFIRM_FRACTION = 0.01
+
+
+@dataclass(frozen=True)
+class IngestSpec:
+    """Everything a worker needs to turn raw rows into provenance and content rows."""
+
+    source: str | None
+    source_field: str | None
+    key_field: str | None
+    content_fields: tuple[str, ...] | None
+    attributes: tuple[tuple[str, str], ...]  # (attribute name, input column)
+    hash_fields: tuple[str, ...]
+    binary_fields: frozenset[str]
+    quarantine: bool
+    snapshots: dict[str, str]  # known source id → current snapshot
+    ingest_id: str
+    ingested_at: str
+    tmp_dir: str
+
+    def excluded(self) -> set[str]:
+        out = {c for _, c in self.attributes}
+        if self.source_field:
+            out.add(self.source_field)
+        if self.key_field:
+            out.add(self.key_field)
+        return out
+
+
+@dataclass
+class PartResult:
+    name: str
+    index: int
+    provenance: str | None = None
+    content: str | None = None
+    rows: int = 0
+    sources: dict[str, int] = field(default_factory=dict)
+    quarantine: list[tuple[str, int, str, str, str]] = field(default_factory=list)
+    error: tuple[str, int, str, str] | None = None  # (file, line, field, message)
+
+
+class _PartWriter:
+    """Streams processed batches of one part into its provenance and content Parquet files."""
+
+    def __init__(self, spec: IngestSpec, index: int):
+        self.spec = spec
+        base = Path(spec.tmp_dir) / f"{spec.ingest_id}-{index:04d}"
+        self.prov_path = str(base) + ".prov.parquet"
+        self.content_path = str(base) + ".content.parquet"
+        self.prov_writer: pq.ParquetWriter | None = None
+        self.content_writer: pq.ParquetWriter | None = None
+        self.attr_types: dict[str, pa.DataType] = {}
+
+    def write(self, cols: dict[str, list[Any]], attr_vals: dict[str, list[Any]], hashes: dict[str, list[bytes]], lines_for_err: list[int], file: str) -> None:
+        n = len(cols["row_id"])
+        if n == 0:
+            return
+        arrays: list[pa.Array] = [
+            pa.array(cols["row_id"], pa.binary(32)),
+            pa.array(cols["source_id"], pa.string()),
+            pa.array(cols["source_snapshot"], pa.string()),
+            pa.array(cols["source_key"], pa.string()),
+            pa.array(cols["content_sha256"], pa.binary(32)),
+            pa.array([self.spec.ingest_id] * n, pa.string()),
+            pa.array([self.spec.ingested_at] * n, pa.string()).cast(pa.timestamp("us", tz="UTC")),
+            pa.array([file] * n, pa.string()),
+            pa.array(cols["origin_line"], pa.int64()),
+        ]
+        names = list(PROVENANCE_BASE.names)
+        for name, values in attr_vals.items():
+            typ = self.attr_types.get(name)
+            if typ is None:
+                typ = self.attr_types[name] = _attr_type(values)
+            arrays.append(_attr_array(values, typ, name, file, cols["origin_line"]))
+            names.append(ATTR_PREFIX + name)
+        for fname, values in hashes.items():
+            arrays.append(pa.array(values, pa.binary(32)))
+            names.append(f"{fname}_sha256")
+        prov = pa.Table.from_arrays(arrays, names=names)
+        content = pa.Table.from_arrays([arrays[0], pa.array(cols["content"], pa.string())], schema=CONTENT_SCHEMA)
+        if self.prov_writer is None:
+            self.prov_writer = pq.ParquetWriter(self.prov_path, prov.schema, **PARQUET_OPTS)
+            self.content_writer = pq.ParquetWriter(self.content_path, CONTENT_SCHEMA, **PARQUET_OPTS)
+        self.prov_writer.write_table(prov, row_group_size=ROW_GROUP_ROWS)
+        assert self.content_writer is not None
+        self.content_writer.write_table(content, row_group_size=ROW_GROUP_ROWS)
+
+    def close(self) -> bool:
+        if self.prov_writer is None:
+            return False
+        self.prov_writer.close()
+        assert self.content_writer is not None
+        self.content_writer.close()
+        return True
+
+
+def _attr_type(values: list[Any]) -> pa.DataType:
+    kinds = {type(v) for v in values if v is not None}
+    if not kinds:
+        return pa.string()
+    if kinds == {bool}:
+        return pa.bool_()
+    if kinds == {int}:
+        return pa.int64()
+    if kinds <= {int, float}:
+        return pa.float64()
+    if kinds == {str}:
+        return pa.string()
+    return pa.string()  # nested or mixed values are kept as canonical JSON text
+
+
+def _attr_array(values: list[Any], typ: pa.DataType, name: str, file: str, lines: list[int]) -> pa.Array:
+    if typ == pa.string():
+        values = [v if v is None or type(v) is str else jcs(to_json_value(v, name)).decode() for v in values]
+    try:
+        return pa.array(values, typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        for v, line in zip(values, lines):
+            try:
+                pa.array([v], typ)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                raise IngestError(
+                    f"attribute '{name}' holds {v!r}, but earlier rows made it {typ}; "
+                    "clean the column or ingest it as a string",
+                    file,
+                    line,
+                    name,
+                ) from None
+        raise
+
+
+def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | None = None) -> PartResult:
+    """Read one part, canonicalize and hash every row, and stream the results to Parquet."""
+    res = PartResult(part.name, index)
+    writer = _PartWriter(spec, index)
+    sha = hashlib.sha256
+    dumps = orjson.dumps
+    fixed_source = spec.source
+    source_field = spec.source_field
+    key_field = spec.key_field
+    content_fields = spec.content_fields
+    excluded = spec.excluded()
+    attrs = spec.attributes
+    snapshots = spec.snapshots
+    binary = spec.binary_fields
+    try:
+        for batch in read_part(part, tables):
+            cols: dict[str, list[Any]] = {k: [] for k in ("row_id", "source_id", "source_snapshot", "source_key", "content_sha256", "origin_line", "content")}
+            attr_vals: dict[str, list[Any]] = {a: [] for a, _ in attrs}
+            hashes: dict[str, list[bytes]] = {f: [] for f in spec.hash_fields}
+            bad = _bad_lines(batch)
+            if bad and not spec.quarantine:
+                line, reason, _raw = bad[0]
+                res.error = (part.name, line, "", reason)
+                break
+            res.quarantine += [(part.name, line, "", reason, raw) for line, reason, raw in bad]
+            for line, row in zip(batch.lines, batch.rows):
+                fld = ""
+                try:
+                    if fixed_source is not None:
+                        sid = fixed_source
+                    else:
+                        fld = source_field or ""
+                        sid = row.get(source_field)  # type: ignore[arg-type]
+                        if not isinstance(sid, str) or not sid:
+                            raise IngestError(f"source field '{source_field}' is missing or empty")
+                    snap = snapshots.get(sid)
+                    if snap is None:
+                        raise IngestError(f"row names source '{sid}', which is not registered; run 'rowtrail source add {sid} …'")
+                    fields = content_fields or [k for k in row if k not in excluded]
+                    content = {}
+                    for f in fields:
+                        fld = f
+                        try:
+                            v = row[f]
+                        except KeyError:
+                            raise IngestError(f"content field '{f}' is missing") from None
+                        content[f] = v if type(v) is str else to_json_value(v, f, binary)
+                    fld = ""
+                    body = jcs(content)
+                    ch = sha(body).digest()
+                    chx = ch.hex()
+                    if key_field is not None:
+                        fld = key_field
+                        if key_field not in row:
+                            raise IngestError(f"key field '{key_field}' is missing")
+                        key = key_text(row[key_field], key_field)
+                    else:
+                        key = chx
+                    try:
+                        rid = sha(dumps([sid, key, chx])).digest()
+                    except orjson.JSONEncodeError:
+                        rid = sha(jcs([sid, key, chx])).digest()
+                    avals = []
+                    for a, c in attrs:
+                        fld = c
+                        v = row.get(c)
+                        avals.append(v if v is None or type(v) in (str, int, float, bool) else to_json_value(v, c, binary))
+                    hvals = []
+                    for hf in spec.hash_fields:
+                        fld = hf
+                        if hf not in row:
+                            raise IngestError(f"hash field '{hf}' is missing")
+                        hvals.append(sha(jcs(to_json_value(row[hf], hf, binary))).digest())
+                except IngestError as exc:
+                    field_name = exc.field or fld
+                    if not spec.quarantine:
+                        res.error = (part.name, line, field_name, exc.reason)
+                        break
+                    res.quarantine.append((part.name, line, field_name, exc.reason, _raw_text(row)))
+                    continue
+                cols["row_id"].append(rid)
+                cols["source_id"].append(sid)
+                cols["source_snapshot"].append(snap)
+                cols["source_key"].append(key)
+                cols["content_sha256"].append(ch)
+                cols["origin_line"].append(line)
+                cols["content"].append(body.decode())
+                for (a, _), v in zip(attrs, avals):
+                    attr_vals[a].append(v)
+                for hf, hv in zip(spec.hash_fields, hvals):
+                    hashes[hf].append(hv)
+                res.sources[sid] = res.sources.get(sid, 0) + 1
+            if res.error:
+                break
+            writer.write(cols, attr_vals, hashes, cols["origin_line"], part.name)
+            res.rows += len(cols["row_id"])
+    except IngestError as exc:
+        res.error = (exc.file or part.name, exc.line or 0, exc.field or "", exc.reason)
+    except (OSError, UnicodeDecodeError, pa.ArrowException) as exc:
+        res.error = (part.name, 0, "", f"cannot read: {exc}")
+    finally:
+        wrote = writer.close()
+    if res.error:
+        for p in (writer.prov_path, writer.content_path):
+            if os.path.exists(p):
+                os.unlink(p)
+        return res
+    if wrote:
+        res.provenance, res.content = writer.prov_path, writer.content_path
+    return res
+
+
+def _bad_lines(batch: RawBatch) -> list[tuple[int, str, str]]:
+    return batch.bad
+
+
+def _raw_text(row: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(row, default=str).decode()
+    except TypeError:
+        return repr(row)
+
+
+# --------------------------------------------------------------------------------------------------
+# Parallel execution
+
+_POOL: cf.ProcessPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> cf.ProcessPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(["rowtrail.ops.ingest"])
+            _POOL = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        return _POOL
+
+
+def default_workers() -> int:
+    env = os.environ.get("ROWTRAIL_WORKERS")
+    if env:
+        return max(1, int(env))
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def run_parts(spec: IngestSpec, parts: list[Part], tables: list[Any], workers: int, progress: Callable[[int], None] | None = None) -> list[PartResult]:
+    if workers <= 1 or len(parts) == 1 or tables:
+        results = []
+        for i, p in enumerate(parts):
+            results.append(process_part(spec, p, i, tables))
+            if progress:
+                progress(1)
+        return results
+    pool = _pool(workers)
+    futures = {pool.submit(process_part, spec, p, i): i for i, p in enumerate(parts)}
+    out: list[PartResult | None] = [None] * len(parts)
+    for fut in cf.as_completed(futures):
+        out[futures[fut]] = fut.result()
+        if progress:
+            progress(1)
+    return [r for r in out if r is not None]
+
+
+# --------------------------------------------------------------------------------------------------
+# The verb
+
+
+@dataclass
+class IngestReport:
+    ingest_id: str
+    rows: int
+    new: int
+    unchanged: int
+    superseded: int
+    refresh_dropped: int
+    quarantined: int
+    sources: dict[str, int]
+    files: list[dict[str, Any]]
+    entry_seq: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def normalize_attributes(attributes: Any) -> tuple[tuple[str, str], ...]:
+    if attributes is None:
+        return ()
+    if isinstance(attributes, dict):
+        return tuple((str(k), str(v)) for k, v in attributes.items())
+    out = []
+    for a in attributes:
+        name, _, col = str(a).partition("=")
+        out.append((name, col or name))
+    return tuple(out)
+
+
+def ingest(
+    store: Store,
+    inputs: Any,
+    *,
+    source: str | None = None,
+    source_field: str | None = None,
+    key_field: str | None = None,
+    content_fields: Sequence[str] | None = None,
+    attributes: Any = None,
+    hash_fields: Sequence[str] = (),
+    binary_fields: Sequence[str] = (),
+    corpus: str = "main",
+    on_error: str = "raise",
+    replace: bool = False,
+    yes: bool = False,
+    workers: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> IngestReport:
+    from ..versions.journal import now_rfc3339
+
+    if (source is None) == (source_field is None):
+        raise IngestError("give exactly one of source= (every row from one source) or source_field= (a column naming it)")
+    if on_error not in ("raise", "quarantine"):
+        raise IngestError(f"on_error must be 'raise' or 'quarantine', not {on_error!r}")
+    state = store.state
+    if source is not None and source not in state.sources:
+        raise SourceNotFoundError(f"no source '{source}'; see 'rowtrail source list' or add it with 'rowtrail source add {source} --kind …'")
+    items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    if not items:
+        raise IngestError("nothing to ingest: give at least one file or table")
+    workers = default_workers() if workers is None else workers
+    parts: list[Part] = []
+    tables: list[Any] = []
+    for item in items:
+        if is_path(item):
+            path = str(item)
+            if not os.path.isfile(path):
+                raise IngestError("no such file", path)
+            parts += plan_parts(path, workers)
+        else:
+            tables.append(as_arrow_table(item))
+            parts.append(Part(name=describe_table(item), fmt="table", table_index=len(tables) - 1))
+    at = now_rfc3339()
+    opts = {
+        "key_field": key_field,
+        "content_fields": list(content_fields) if content_fields else None,
+        "attributes": [list(a) for a in normalize_attributes(attributes)],
+        "hash_fields": list(hash_fields),
+        "source": source,
+        "source_field": source_field,
+    }
+    ingest_id = "ing-" + hashlib.sha256(jcs({"at": at, "inputs": [p.name for p in parts], "options": opts, "pid": os.getpid()})).hexdigest()[:20]
+    spec = IngestSpec(
+        source=source,
+        source_field=source_field,
+        key_field=key_field,
+        content_fields=tuple(content_fields) if content_fields else None,
+        attributes=normalize_attributes(attributes),
+        hash_fields=tuple(hash_fields),
+        binary_fields=frozenset(binary_fields),
+        quarantine=on_error == "quarantine",
+        snapshots={sid: rec.snapshot for sid, rec in state.sources.items()},
+        ingest_id=ingest_id,
+        ingested_at=at,
+        tmp_dir=str(store.backend.new_tmp_path().parent),
+    )
+    file_digests: dict[str, str] = {}
+    hasher = threading.Thread(target=_hash_files, args=([p for p in items if is_path(p)], file_digests), daemon=True)
+    hasher.start()
+    done = 0
+    tick = (lambda k: progress("read", k, len(parts))) if progress else None
+    results = run_parts(spec, parts, tables, workers, tick)
+    hasher.join()
+    tmp_files = [p for r in results for p in (r.provenance, r.content) if p]
+    try:
+        errors = [r.error for r in results if r.error]
+        if errors:
+            f, line, fld, msg = min(errors, key=lambda e: (e[0], e[1]))
+            hint = " (or pass --on-error quarantine to record bad rows and continue)"
+            raise IngestError(msg + (f" [field '{fld}']" if fld and fld not in msg else "") + hint, f, line or None, fld or None)
+        quarantine = [q for r in results for q in r.quarantine]
+        dups = _duplicate_keys(results)
+        if dups:
+            if not spec.quarantine:
+                f, line, first, sid, key = dups[0]
+                raise IngestError(
+                    f"duplicate key {key!r} for source '{sid}' (first seen at line {first}); keys must be unique "
+                    "within one ingest",
+                    f,
+                    line,
+                    key_field,
+                )
+            results = _drop_rows(results, {(d[0], d[1]) for d in dups})
+            quarantine += [(f, line, key_field or "", f"duplicate key {key!r} (first at line {first})", "") for f, line, first, sid, key in dups]
+        total = sum(r.rows for r in results)
+        if total == 0 and not quarantine:
+            raise IngestError("no rows found in the input", ", ".join(p.name for p in parts))
+        files = [{"name": str(p), "sha256": file_digests.get(str(p)), "bytes": os.path.getsize(p)} for p in items if is_path(p)]
+        files += [{"name": describe_table(t), "sha256": None, "rows": t.num_rows} for t in tables]
+        return store._publish_ingest(spec, results, quarantine, files, corpus, opts, replace, yes)
+    finally:
+        for p in tmp_files:
+            if os.path.exists(p):
+                os.unlink(p)
+
+
+def _hash_files(paths: list[Any], out: dict[str, str]) -> None:
+    for p in paths:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            while block := fh.read(1 << 23):
+                h.update(block)
+        out[str(p)] = h.hexdigest()
+
+
+def _duplicate_keys(results: list[PartResult]) -> list[tuple[str, int, int, str, str]]:
+    """(file, line, first line, source, key) for every repeat of a (source, key) within the ingest."""
+    import duckdb
+
+    paths = [r.provenance for r in results if r.provenance]
+    if not paths:
+        return []
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            """
+            WITH k AS (SELECT source_id, source_key, origin_file, origin_line,
+                              row_number() OVER (PARTITION BY source_id, source_key ORDER BY origin_file, origin_line) AS n,
+                              first_value(origin_line) OVER (PARTITION BY source_id, source_key ORDER BY origin_file, origin_line) AS first_line
+                       FROM read_parquet($paths)
+                       WHERE (source_id, source_key) IN (
+                           SELECT source_id, source_key FROM read_parquet($paths) GROUP BY ALL HAVING count(*) > 1))
+            SELECT origin_file, origin_line, first_line, source_id, source_key FROM k WHERE n > 1
+            ORDER BY origin_file, origin_line
+            """,
+            {"paths": paths},
+        ).fetchall()
+    finally:
+        con.close()
+    return [(r[0], int(r[1]), int(r[2]), r[3], r[4]) for r in rows]
+
+
+def _drop_rows(results: list[PartResult], drop: set[tuple[str, int]]) -> list[PartResult]:
+    """Rewrite parts without the given (file, line) rows (quarantined duplicates)."""
+    for r in results:
+        if not r.provenance:
+            continue
+        prov = pq.read_table(r.provenance)
+        content = pq.read_table(r.content)
+        files = prov.column("origin_file").to_pylist()
+        lines = prov.column("origin_line").to_pylist()
+        keep = np.array([(f, ln) not in drop for f, ln in zip(files, lines)])
+        if keep.all():
+            continue
+        mask = pa.array(keep)
+        prov, content = prov.filter(mask), content.filter(mask)
+        pq.write_table(prov, r.provenance, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTS)
+        pq.write_table(content, r.content, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTS)
+        r.rows = prov.num_rows
+        counts = prov.group_by("source_id").aggregate([("source_id", "count")])
+        r.sources = dict(zip(counts.column("source_id").to_pylist(), counts.column("source_id_count").to_pylist()))
+    return results
+
+
+def publish(
+    store: Store,
+    spec: IngestSpec,
+    results: list[PartResult],
+    quarantine: list[tuple[str, int, str, str, str]],
+    files: list[dict[str, Any]],
+    corpus: str,
+    opts: dict[str, Any],
+    replace: bool,
+    yes: bool,
+) -> IngestReport:
+    """Under the lock: compare with the corpus's rows, record supersessions, append the entry."""
+    import duckdb
+
+    from .inputs import current_inputs
+
+    backend = store.backend
+    with store._write() as state:
+        affected = sorted({s for r in results for s in r.sources})
+        current = current_inputs(store, state, corpus)
+        segs = [s.seg for s in state.segments if set(s.sources) & set(affected)]
+        existing = current[np.isin(current["seg"], segs)] if len(current) and segs else current[:0]
+        new_paths = [r.provenance for r in results if r.provenance]
+        unchanged = superseded = refresh_dropped = 0
+        drop_tables: list[pa.Table] = []
+        edge_table: pa.Table | None = None
+        if len(existing) and new_paths:
+            ex = _existing_keys(store, existing)
+            con = duckdb.connect()
+            try:
+                con.register("ex", ex)
+                new = con.sql(f"SELECT row_id, source_id, source_key FROM read_parquet({new_paths!r})")
+                con.register("new_rows", new.to_arrow_table())
+                ex_f = "SELECT * FROM ex WHERE source_id IN (SELECT DISTINCT source_id FROM new_rows)"
+                unchanged = con.sql(f"SELECT count(*) FROM new_rows SEMI JOIN ({ex_f}) e USING (row_id)").fetchall()[0][0]
+                sup = con.sql(
+                    f"SELECT e.row_id AS parent, n.row_id AS child FROM ({ex_f}) e JOIN new_rows n "
+                    "USING (source_id, source_key) WHERE e.row_id <> n.row_id ORDER BY parent"
+                ).to_arrow_table()
+                superseded = sup.num_rows
+                if superseded:
+                    edge_table = pa.table(
+                        {"parent": sup.column("parent"), "child": sup.column("child"), "kind": pa.array(["modified"] * superseded)},
+                        schema=EDGES_SCHEMA,
+                    )
+                    drop_tables.append(_drops(sup.column("parent"), "superseded", f"superseded by a new version of the same key in ingest {spec.ingest_id}"))
+                if replace:
+                    gone = con.sql(
+                        f"SELECT e.row_id, e.source_id FROM ({ex_f}) e ANTI JOIN new_rows n USING (source_id, source_key) ORDER BY row_id"
+                    ).to_arrow_table()
+                    refresh_dropped = gone.num_rows
+                    if refresh_dropped:
+                        _confirm_replace(con, gone, yes)
+                        drop_tables.append(_drops(gone.column("row_id"), "source-refresh", f"not in the replacing ingest {spec.ingest_id}"))
+            finally:
+                con.close()
+        drops_digest = _put_table(store, pa.concat_tables(drop_tables) if drop_tables else None)
+        edges_digest = _put_table(store, edge_table)
+        q_digest = None
+        if quarantine:
+            qt = pa.table(
+                {
+                    "origin_file": [q[0] for q in quarantine],
+                    "origin_line": [q[1] for q in quarantine],
+                    "field": [q[2] for q in quarantine],
+                    "reason": [q[3] for q in quarantine],
+                    "raw": [q[4] for q in quarantine],
+                },
+                schema=QUARANTINE_SCHEMA,
+            )
+            q_digest = _put_table(store, qt)
+        segments = []
+        seg = state.next_seg()
+        for r in results:
+            if not r.provenance:
+                continue
+            prov = backend.put_file(r.provenance)
+            content = backend.put_file(r.content)  # type: ignore[arg-type]
+            segments.append({"seg": seg, "sources": sorted(r.sources), "provenance": prov, "content": content, "rows": r.rows})
+            seg += 1
+        total = sum(r.rows for r in results)
+        counts = {
+            "rows": total,
+            "new": total - unchanged - superseded,
+            "unchanged": unchanged,
+            "superseded": superseded,
+            "refresh_dropped": refresh_dropped,
+            "quarantined": len(quarantine),
+        }
+        per_source: dict[str, int] = {}
+        for r in results:
+            for s, c in r.sources.items():
+                per_source[s] = per_source.get(s, 0) + c
+        entry = store._append(
+            state,
+            {
+                "kind": "ingest",
+                "corpus": corpus,
+                "ingest_id": spec.ingest_id,
+                "ingested_at": spec.ingested_at,
+                "files": files,
+                "options": opts | {"on_error": "quarantine" if spec.quarantine else "raise", "replace": replace},
+                "sources": dict(sorted(per_source.items())),
+                "segments": segments,
+                "drops": drops_digest,
+                "edges": edges_digest,
+                "quarantine": q_digest,
+                "counts": counts,
+            },
+        )
+    return IngestReport(
+        ingest_id=spec.ingest_id,
+        rows=total,
+        new=counts["new"],
+        unchanged=unchanged,
+        superseded=superseded,
+        refresh_dropped=refresh_dropped,
+        quarantined=len(quarantine),
+        sources=per_source,
+        files=files,
+        entry_seq=entry["seq"],
+    )
+
+
+def _existing_keys(store: Store, existing: np.ndarray) -> pa.Table:
+    from ..segments import numpy_to_ids_column
+
+    ids, sids, keys = [], [], []
+    order = np.argsort(existing["seg"], kind="stable")
+    bounds = np.flatnonzero(np.diff(existing["seg"][order])) + 1
+    for part in np.split(order, bounds):
+        seg = int(existing["seg"][part[0]])
+        at = existing["row"][part].astype(np.int64)
+        ids.append(existing["id"][part])
+        sids.append(store.segment_column(seg, "source_id")[at])
+        keys.append(store.segment_column(seg, "source_key")[at])
+    return pa.table(
+        {
+            "row_id": numpy_to_ids_column(np.concatenate(ids)),
+            "source_id": pa.array(np.concatenate(sids).tolist(), pa.string()),
+            "source_key": pa.array(np.concatenate(keys).tolist(), pa.string()),
+        }
+    )
+
+
+def _confirm_replace(con: Any, gone: pa.Table, yes: bool) -> None:
+    con.register("gone", gone)
+    rows = con.sql(
+        "SELECT g.source_id, count(*) AS n, (SELECT count(*) FROM ex WHERE ex.source_id = g.source_id) AS total "
+        "FROM gone g GROUP BY g.source_id ORDER BY g.source_id"
+    ).fetchall()
+    over = [(s, n, t) for s, n, t in rows if t and n / t > REPLACE_CONFIRM_FRACTION]
+    if over and not yes:
+        summary = "; ".join(f"{s}: {n} of {t} rows ({100 * n / t:.1f} %)" for s, n, t in over)
+        raise IngestError(f"--replace would drop rows missing from this ingest — {summary}; re-run with --yes to confirm")
+
+
+def _drops(ids: Any, code: str, reason: str) -> pa.Table:
+    n = len(ids)
+    return pa.table({"row_id": ids, "reason_code": pa.array([code] * n), "reason": pa.array([reason] * n)}, schema=DROPS_SCHEMA)
+
+
+def _put_table(store: Store, table: pa.Table | None) -> str | None:
+    if table is None or table.num_rows == 0:
+        return None
+    path = store.backend.new_tmp_path(".parquet")
+    pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTS)
+    return store.backend.put_file(path)

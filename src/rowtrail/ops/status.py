@@ -1,0 +1,37 @@
+"""Status: what is staged for a corpus beyond its head version, per source."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+
+def status(store: Store, corpus: str = "main") -> dict[str, Any]:
+    state = store.state
+    head = state.heads.get(corpus)
+    per_source: dict[str, dict[str, int]] = {}
+    entries = []
+    for e in state.staged_for(corpus).entries:
+        if e["kind"] == "ingest":
+            c = e["counts"]
+            entries.append({"seq": e["seq"], "kind": "ingest", "ingest_id": e["ingest_id"], "files": [f["name"] for f in e["files"]], **c})
+            for s, n in e["sources"].items():
+                per_source.setdefault(s, {"ingested": 0, "removed": 0})["ingested"] += n
+            if c.get("quarantined"):
+                entries[-1]["quarantine"] = e.get("quarantine")
+        elif e["kind"] == "remove":
+            entries.append({"seq": e["seq"], "kind": "remove", "source": e.get("source"), "rows": e["rows"], "reason": e["reason"]})
+            if e.get("source"):
+                per_source.setdefault(e["source"], {"ingested": 0, "removed": 0})["removed"] += e["rows"]
+        elif e["kind"] == "pipeline":
+            entries.append({"seq": e["seq"], "kind": "pipeline", "steps": len(e["steps"])})
+    return {
+        "corpus": corpus,
+        "head": head,
+        "head_tag": state.versions[head].tag if head else None,
+        "staged": entries,
+        "per_source": dict(sorted(per_source.items())),
+        "clean": not entries,
+    }

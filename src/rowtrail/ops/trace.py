@@ -1,0 +1,117 @@
+"""Trace: everything the store knows about one row — its source (licence, legal basis), ingest and
+origin line, content, drops, lineage edges, every version that holds it, and runs that trained on it.
+
+Finding a row costs one chunk lookup per version (binary search over chunk ranges, then one chunk),
+not a scan: only a row that is in no version at all (staged, or removed before any commit) falls
+back to reading the staged segments' id columns.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import RefError
+from ..hashing import ID_DTYPE
+from ..segments import read_rows_at
+from ..versions.manifest import find_in_chunks
+from .prove import normalize_id
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+
+def locate(store: Store, rid: str) -> tuple[tuple[int, int] | None, list[dict[str, Any]]]:
+    """The row's (segment, row) locator and the versions that hold it (newest first)."""
+    state = store.state
+    probe = np.frombuffer(bytes.fromhex(rid), dtype=ID_DTYPE)[0]
+    where: tuple[int, int] | None = None
+    versions = []
+    for vid in reversed(state.version_order):
+        chunks = store.manifest(vid)["rows"]["chunks"]
+        ci = find_in_chunks(chunks, rid)
+        if ci is None or chunks[ci][2] > rid:
+            continue
+        recs = store.chunks.get(chunks[ci][0])
+        pos = int(np.searchsorted(recs["id"], probe))
+        if pos < len(recs) and recs["id"][pos] == probe:
+            info = state.versions[vid]
+            versions.append({"version_id": vid, "tag": info.tag, "corpus": info.corpus, "created_at": info.created_at, "weight": float(recs["w"][pos])})
+            if where is None:
+                where = (int(recs["seg"][pos]), int(recs["row"][pos]))
+    if where is None:
+        for segment in reversed(state.segments):
+            ids = store.segment_column(segment.seg, "row_id")
+            hits = np.flatnonzero(ids == probe)
+            if len(hits):
+                where = (segment.seg, int(hits[0]))
+                break
+    return where, versions
+
+
+def _row_dict(table: pa.Table) -> dict[str, Any]:
+    row = table.to_pylist()[0]
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, bytes):
+            v = v.hex()
+        elif hasattr(v, "isoformat"):
+            v = v.isoformat().replace("+00:00", "Z")
+        out[k] = v
+    return out
+
+
+def _matches(store: Store, digest: str | None, column: str, raw: bytes) -> list[dict[str, Any]]:
+    if not digest:
+        return []
+    table = pq.read_table(store.backend.object_path(digest), filters=[(column, "=", raw)])
+    return [_row_dict(table.slice(i, 1)) for i in range(table.num_rows)]
+
+
+def trace(store: Store, row_id: str) -> dict[str, Any]:
+    rid = normalize_id(row_id)
+    state = store.state
+    where, versions = locate(store, rid)
+    if where is None:
+        raise RefError(f"row {rid} is not in this store; check the id (see 'rowtrail rows')")
+    seg, row = where
+    segment = state.segments[seg]
+    prov = _row_dict(read_rows_at(str(store.backend.object_path(segment.provenance)), np.array([row])))
+    content_row = read_rows_at(str(store.backend.object_path(segment.content)), np.array([row]))
+    content = orjson.loads(content_row.column("content")[0].as_py())
+    source = state.sources[prov["source_id"]]
+    ingest = state.ingests.get(segment.ingest_id, {})
+    raw = bytes.fromhex(rid)
+    drops, lineage = [], []
+    for e in state.entries:
+        if e["kind"] in ("ingest", "remove") and e.get("drops"):
+            for d in _matches(store, e["drops"], "row_id", raw):
+                drops.append({**d, "corpus": e["corpus"], "seq": e["seq"], "at": e["at"], "by": e.get("ingest_id") or "remove"})
+        if e["kind"] == "ingest" and e.get("edges"):
+            for col in ("parent", "child"):
+                for d in _matches(store, e["edges"], col, raw):
+                    lineage.append({**d, "seq": e["seq"], "by": e["ingest_id"]})
+    for d in drops:  # which version first stopped holding the row
+        later = [state.versions[v] for v in state.version_order if state.versions[v].seq > d["seq"] and state.versions[v].corpus == d["corpus"]]
+        d["effective_in"] = later[0].version_id if later else None
+    return {
+        "row_id": rid,
+        "source": source.to_dict(),
+        "provenance": prov,
+        "content": content,
+        "ingest": {
+            "ingest_id": segment.ingest_id,
+            "at": ingest.get("ingested_at"),
+            "files": ingest.get("files", []),
+            "options": ingest.get("options", {}),
+            "seq": segment.seq,
+        },
+        "drops": drops,
+        "lineage": lineage,
+        "versions": versions,
+        "runs": [],
+    }

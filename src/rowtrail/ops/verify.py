@@ -1,0 +1,334 @@
+"""Verify: find any damaged byte, broken chain link, wrong digest or untrusted signature.
+
+Checks, in order: the journal (canonical lines, sequence numbers, the hash chain, HEAD, truncation,
+an interrupted write past HEAD), every object (its bytes hash to its name) and every reference to an
+object, then each version: record and content digests, the journal head it names, its parent, its
+signature against trusted keys only, its chunks (sorted, cut where the chunking rule says), Merkle
+roots, weights digest, per-source counts, and its rows (row ids and content hashes recomputed from
+the provenance and content tables). Damage is reported, never raised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import pyarrow.parquet as pq
+
+from ..errors import RowtrailError, SigningError
+from ..hashing import ID_DTYPE, jcs, weights_sha256
+from ..segments import ids_column_to_numpy
+from ..versions import signing
+from ..versions.journal import State
+from ..versions.manifest import RECORD_DTYPE, chunk_cuts, level_nodes
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+
+@dataclass
+class VerifyReport:
+    ok: bool = True
+    problems: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=lambda: {"journal_entries": 0, "objects": 0, "versions": 0, "signatures": 0, "rows": 0})
+    journal_state: str = ""
+
+    def problem(self, what: str, message: str) -> None:
+        self.ok = False
+        self.problems.append({"object": what, "problem": message})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "problems": self.problems, "notes": self.notes, "checked": self.checked, "journal_state": self.journal_state}
+
+
+def _check_journal(store: Store, rep: VerifyReport) -> list[bytes]:
+    backend = store.backend
+    head = backend.read_head()
+    data = backend.journal_path.read_bytes() if backend.journal_path.exists() else b""
+    if head is None:
+        rep.problem("HEAD.json", "missing: the store has no committed journal head")
+        return []
+    if len(data) < head["bytes"]:
+        rep.problem("journal.jsonl", f"truncated: HEAD.json names entry {head['seq']} at {head['bytes']} bytes, the journal has {len(data)} bytes")
+    body, tail = data[: head["bytes"]], data[head["bytes"] :]
+    lines = body.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:
+        rep.problem("journal.jsonl", "the committed journal does not end with a newline (truncated or edited)")
+    prev = None
+    good: list[bytes] = []
+    for i, line in enumerate(lines):
+        where = f"journal.jsonl line {i + 1}"
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            rep.problem(where, f"not JSON ({exc})")
+            break
+        if jcs(entry) != line:
+            rep.problem(where, "not in canonical form: the line was edited")
+        if entry.get("seq") != i:
+            rep.problem(where, f"sequence number {entry.get('seq')} where {i} belongs (entries removed or reordered)")
+        if entry.get("prev") != prev:
+            rep.problem(where, "does not chain to the previous entry's digest (an earlier entry was changed or removed)")
+        prev = hashlib.sha256(line).hexdigest()
+        good.append(line)
+    if lines and prev != head.get("digest"):
+        rep.problem("HEAD.json", "names a journal digest that is not the last entry's (journal or HEAD was changed)")
+    if len(lines) != head.get("seq", -1) + 1:
+        rep.problem("HEAD.json", f"says the journal has {head.get('seq', -1) + 1} entries; it has {len(lines)}")
+    rep.checked["journal_entries"] = len(lines)
+    if tail:
+        rep.notes.append(
+            f"an interrupted write left {len(tail)} bytes past the journal head; they were never committed, "
+            "the store is as it was before that write, and the next write removes them"
+        )
+        rep.journal_state = "as before an interrupted write"
+    else:
+        rep.journal_state = "clean"
+    return good
+
+
+def _referenced(state: State) -> dict[str, str]:
+    refs: dict[str, str] = {}
+    for e in state.entries:
+        where = f"journal entry {e['seq']} ({e['kind']})"
+        if e["kind"] == "ingest":
+            for s in e["segments"]:
+                refs[s["provenance"]] = where
+                refs[s["content"]] = where
+            for k in ("drops", "edges", "quarantine"):
+                if e.get(k):
+                    refs[e[k]] = where
+        elif e["kind"] == "remove" and e.get("drops"):
+            refs[e["drops"]] = where
+        elif e["kind"] == "commit":
+            refs[e["manifest"]] = where
+            if e.get("envelope"):
+                refs[e["envelope"]] = where
+    return refs
+
+
+def _check_objects(store: Store, rep: VerifyReport, only: set[str] | None, progress: Callable[[str, int, int], None] | None) -> set[str]:
+    backend = store.backend
+    names = list(backend.iter_objects())
+    todo = names if only is None else [n for n in names if n in only]
+    for i, digest in enumerate(todo):
+        h = hashlib.sha256()
+        with open(backend.object_path(digest), "rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+        if h.hexdigest() != digest:
+            rep.problem(f"object {digest}", "damaged: its bytes no longer hash to its name")
+        if progress and i % 64 == 0:
+            progress("objects", i, len(todo))
+    rep.checked["objects"] = len(todo)
+    return set(names)
+
+
+def _check_version(store: Store, rep: VerifyReport, state: State, vid: str, keys: dict[str, Any], allow_unsigned: bool, sample: int | None, present: set[str]) -> None:
+    info = state.versions[vid]
+    label = f"version {info.tag or vid[:12]}"
+    entry = state.entries[info.seq]
+    try:
+        man = orjson.loads(store.backend.read_bytes(info.manifest))
+    except (RowtrailError, orjson.JSONDecodeError) as exc:
+        rep.problem(label, f"manifest unreadable: {exc}")
+        return
+    record = man.get("record", {})
+    if record != entry["record"]:
+        rep.problem(label, "the manifest's record differs from the journal's")
+    if hashlib.sha256(jcs(record)).hexdigest() != vid:
+        rep.problem(label, "version id does not match the SHA-256 of its record")
+    content = record.get("content", {})
+    if hashlib.sha256(jcs(content)).hexdigest() != record.get("content_id"):
+        rep.problem(label, "content_id does not match the SHA-256 of its content")
+    expected_head = state.digests[info.seq - 1] if info.seq > 0 else None
+    if record.get("journal_head") != expected_head:
+        rep.problem(label, "names a journal head that is not the entry before its commit")
+    earlier = [state.versions[v] for v in state.version_order if state.versions[v].seq < info.seq and state.versions[v].corpus == info.corpus]
+    if record.get("parent") != (earlier[-1].version_id if earlier else None):
+        rep.problem(label, "its parent is not the previous head of its corpus")
+    # signature
+    if info.envelope:
+        try:
+            env = orjson.loads(store.backend.read_bytes(info.envelope))
+            stmt, good = signing.open_envelope(env, keys)
+        except (RowtrailError, orjson.JSONDecodeError) as exc:
+            rep.problem(label, f"attestation unreadable: {exc}")
+        else:
+            kids = ", ".join(s.get("keyid", "?")[:16] for s in env.get("signatures", []))
+            if not good:
+                rep.problem(label, f"signature does not verify with any trusted key (signed by key id {kids}); add the signer's public key with --pubkey or to ROWTRAIL_HOME/trusted_keys")
+            else:
+                rep.checked["signatures"] += 1
+            subj = stmt.get("subject") or [{}]
+            if (
+                subj[0].get("digest", {}).get("sha256") != vid
+                or stmt.get("predicate") != record
+                or stmt.get("predicateType") != signing.PREDICATE_TYPE
+                or stmt.get("_type") != signing.STATEMENT_TYPE
+            ):
+                rep.problem(label, "the signed statement does not describe this version")
+    elif not allow_unsigned:
+        rep.problem(label, "is unsigned (committed with --no-sign); pass --allow-unsigned to accept unsigned versions")
+    # rows
+    try:
+        recs = _load_chunks(store, rep, label, man["rows"]["chunks"], RECORD_DTYPE)
+        contents = _load_chunks(store, rep, label, man["contents"]["chunks"], np.dtype(ID_DTYPE))
+        inputs = recs if man["inputs"]["chunks"] == man["rows"]["chunks"] else _load_chunks(store, rep, label, man["inputs"]["chunks"], RECORD_DTYPE)
+    except (RowtrailError, KeyError, ValueError) as exc:
+        rep.problem(label, f"chunks unreadable: {exc}")
+        return
+    if recs is None or contents is None or inputs is None:
+        return
+    ids = recs["id"]
+    root, nodes = level_nodes(ids)
+    if root != content.get("merkle_root"):
+        rep.problem(label, "merkle_root does not match its rows")
+    if man["rows"].get("nodes") in present and store.backend.read_bytes(man["rows"]["nodes"]) != nodes.tobytes():
+        rep.problem(label, "the stored Merkle nodes do not match its rows")
+    if len(recs) != content.get("row_count"):
+        rep.problem(label, f"row_count says {content.get('row_count')}, the chunks hold {len(recs)}")
+    weights = recs["w"].astype(np.float64)
+    if weights_sha256(ids, weights) != content.get("weights_sha256"):
+        rep.problem(label, "weights_sha256 does not match its rows")
+    if (inputs is recs and root != content.get("inputs_root")) or (inputs is not recs and level_nodes(inputs["id"])[0] != content.get("inputs_root")):
+        rep.problem(label, "inputs_root does not match its inputs")
+    croot, cnodes = level_nodes(contents)
+    if croot != content.get("content_root"):
+        rep.problem(label, "content_root does not match its content hashes")
+    try:
+        hashes, src, names = store.gather(recs, want_sources=True)
+    except (RowtrailError, IndexError, OSError) as exc:
+        rep.problem(label, f"cannot read its rows' provenance: {exc}")
+        return
+    distinct = np.unique(hashes) if len(hashes) else hashes
+    if len(distinct) != len(contents) or not np.array_equal(distinct, contents):
+        rep.problem(label, "its content hash list is not the distinct content hashes of its rows")
+    counts = np.bincount(src, minlength=len(names))
+    wsum = np.bincount(src, weights=weights, minlength=len(names))
+    per_source = {s: [int(counts[i]), float(wsum[i])] for i, s in enumerate(names) if counts[i]}
+    if per_source != content.get("per_source"):
+        rep.problem(label, "per_source counts do not match its rows")
+    _check_rows(store, rep, label, recs, sample)
+    rep.checked["versions"] += 1
+
+
+def _load_chunks(store: Store, rep: VerifyReport, label: str, chunks: list[list[Any]], dtype: np.dtype) -> np.ndarray | None:
+    parts = []
+    for digest, count, first, last in chunks:
+        raw = store.backend.read_bytes(digest)
+        if len(raw) != count * dtype.itemsize:
+            rep.problem(label, f"chunk {digest[:16]}… holds {len(raw)} bytes, not {count} records")
+            return None
+        arr = np.frombuffer(raw, dtype=dtype)
+        ids = arr["id"] if arr.dtype.names else arr
+        if count and (ids[:1].tobytes().hex() != first or ids[-1:].tobytes().hex() != last):
+            rep.problem(label, f"chunk {digest[:16]}… does not span the range its manifest states")
+        parts.append(arr)
+    arr = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+    ids = arr["id"] if arr.dtype.names else arr
+    if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+        rep.problem(label, "ids are not strictly sorted (duplicated or out of order)")
+        return None
+    cuts = chunk_cuts(ids)
+    if [c[1] for c in chunks] != np.diff(np.concatenate([[0], cuts])).tolist():
+        rep.problem(label, "chunks are not cut where the chunking rule puts boundaries")
+    return arr
+
+
+def _check_rows(store: Store, rep: VerifyReport, label: str, recs: np.ndarray, sample: int | None) -> None:
+    """Recompute row ids and content hashes from the provenance and content tables."""
+    if sample is not None and sample < len(recs):
+        pick = np.array(sorted(random.Random(0).sample(range(len(recs)), sample)), dtype=np.int64)
+        recs = recs[pick]
+    sha = hashlib.sha256
+    for seg in np.unique(recs["seg"]) if len(recs) else []:
+        segment = store.state.segments[int(seg)]
+        at = recs["row"][recs["seg"] == seg].astype(np.int64)
+        try:
+            prov = pq.read_table(store.backend.object_path(segment.provenance), columns=["row_id", "source_id", "source_key", "content_sha256"]).take(at)
+            cont = pq.read_table(store.backend.object_path(segment.content)).take(at)
+        except (OSError, ValueError) as exc:
+            rep.problem(f"segment {int(seg)}", f"unreadable: {exc}")
+            continue
+        rid = ids_column_to_numpy(prov.column("row_id"))
+        ch = ids_column_to_numpy(prov.column("content_sha256"))
+        expected = recs["id"][recs["seg"] == seg]
+        if not np.array_equal(rid, expected):
+            rep.problem(f"segment {int(seg)}", f"{label} locates rows whose provenance row ids differ")
+        crid = ids_column_to_numpy(cont.column("row_id"))
+        if not np.array_equal(crid, rid):
+            rep.problem(f"segment {int(seg)}", "content table rows are not aligned with provenance rows")
+        sids = prov.column("source_id").to_pylist()
+        keys = prov.column("source_key").to_pylist()
+        texts = cont.column("content").to_pylist()
+        bad = 0
+        for i, (s, k, text) in enumerate(zip(sids, keys, texts)):
+            c = ch[i : i + 1].tobytes()
+            if sha(text.encode()).digest() != c or sha(jcs([s, k, c.hex()])).digest() != rid[i : i + 1].tobytes():
+                bad += 1
+        if bad:
+            rep.problem(f"segment {int(seg)}", f"{bad} row(s) whose row id or content hash does not recompute")
+        rep.checked["rows"] += len(at)
+
+
+def verify(
+    store: Store,
+    allow_unsigned: bool = False,
+    pubkeys: Sequence[str] | None = None,
+    version: str | None = None,
+    sample: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> VerifyReport:
+    rep = VerifyReport()
+    try:
+        keys = signing.trusted_keys(list(pubkeys or []))
+    except (SigningError, OSError) as exc:
+        rep.problem("trusted keys", str(exc))
+        keys = {}
+    lines = _check_journal(store, rep)
+    try:
+        state = State.replay(lines)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        rep.problem("journal.jsonl", f"entries cannot be replayed: {exc}")
+        return rep
+    refs = _referenced(state)
+    for vid in state.version_order:
+        info = state.versions[vid]
+        try:
+            man = orjson.loads(store.backend.read_bytes(info.manifest))
+        except (RowtrailError, orjson.JSONDecodeError):
+            continue  # reported with the version below
+        where = f"manifest of version {info.tag or vid[:12]}"
+        for part in ("rows", "inputs", "contents"):
+            for c in man.get(part, {}).get("chunks", []):
+                refs.setdefault(c[0], where)
+            if man.get(part, {}).get("nodes"):
+                refs.setdefault(man[part]["nodes"], where)
+    only: set[str] | None = None
+    if version is not None or sample is not None:
+        only = set(refs)
+    present = _check_objects(store, rep, only, progress)
+    for digest, where in sorted(refs.items()):
+        if digest not in present:
+            rep.problem(f"object {digest}", f"missing (referenced by {where})")
+    if version is not None:
+        targets = [state.resolve(version).version_id]
+    else:
+        targets = list(state.version_order)
+    for i, vid in enumerate(targets):
+        if progress:
+            progress("versions", i, len(targets))
+        try:
+            _check_version(store, rep, state, vid, keys, allow_unsigned, sample, present)
+        except (RowtrailError, OSError, KeyError, ValueError) as exc:
+            rep.problem(f"version {state.versions[vid].tag or vid[:12]}", f"cannot be checked: {exc}")
+    return rep

@@ -1,0 +1,131 @@
+"""DuckDB over read-only views of a store.
+
+Views: ``sources``, ``rows`` (every row the store holds: provenance columns and ``content`` as
+canonical JSON text; query fields with ``content->>'field'``), ``versions``, ``version_rows``
+(version_id, row_id, weight), ``drops`` and ``journal``. Only the views a query names are built.
+The connection is in-memory and discarded after the query, so nothing a query does reaches the store.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from ..segments import hex_array
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from ..store import Store
+
+VIEWS = ("sources", "rows", "versions", "version_rows", "drops", "journal")
+
+
+def _sql_list(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _sources(store: Store) -> pa.Table:
+    recs = [s.to_dict() for s in store.sources.list()]
+    for r in recs:
+        r["attributes"] = orjson.dumps(r["attributes"]).decode()
+    names = ["source_id", "kind", "uri", "license", "legal_basis", "collected", "refreshed_at", "owner", "generator", "snapshot", "created_at", "attributes"]
+    return pa.table({n: pa.array([r.get(n) for r in recs], pa.string()) for n in names})
+
+
+def _versions(store: Store) -> pa.Table:
+    rows = []
+    for v in store.versions():
+        s = v.summary()
+        s["per_source"] = orjson.dumps(v.content["per_source"]).decode()
+        s["pipeline"] = orjson.dumps(v.content["pipeline"]).decode()
+        rows.append(s)
+    if not rows:
+        return pa.table({"version_id": pa.array([], pa.string()), "tag": pa.array([], pa.string())})
+    return pa.Table.from_pylist(rows)
+
+
+def _version_rows(store: Store) -> pa.Table:
+    parts = []
+    for v in store.versions():
+        recs = store.version_rows(v.id)
+        parts.append(
+            pa.table(
+                {
+                    "version_id": pa.array([v.id] * len(recs), pa.string()),
+                    "row_id": hex_array(recs["id"]),
+                    "weight": pa.array(recs["w"].astype(np.float64)),
+                }
+            )
+        )
+    if not parts:
+        return pa.table({"version_id": pa.array([], pa.string()), "row_id": pa.array([], pa.string()), "weight": pa.array([], pa.float64())})
+    return pa.concat_tables(parts)
+
+
+def _journal(store: Store) -> pa.Table:
+    st = store.state
+    return pa.table(
+        {
+            "seq": [e["seq"] for e in st.entries],
+            "at": [e["at"] for e in st.entries],
+            "kind": [e["kind"] for e in st.entries],
+            "digest": st.digests,
+            "entry": [orjson.dumps(e).decode() for e in st.entries],
+        }
+    )
+
+
+def connect(store: Store, query: str) -> duckdb.DuckDBPyConnection:
+    import duckdb
+
+    con = duckdb.connect()
+    words = set(re.findall(r"[A-Za-z_]+", query.lower()))
+    state = store.state
+    obj = store.backend.object_path
+    if "sources" in words:
+        con.register("sources_t", _sources(store))
+        con.execute("CREATE VIEW sources AS SELECT * FROM sources_t")
+    if "versions" in words:
+        con.register("versions_t", _versions(store))
+        con.execute("CREATE VIEW versions AS SELECT * FROM versions_t")
+    if "version_rows" in words:
+        con.register("version_rows_t", _version_rows(store))
+        con.execute("CREATE VIEW version_rows AS SELECT * FROM version_rows_t")
+    if "journal" in words:
+        con.register("journal_t", _journal(store))
+        con.execute("CREATE VIEW journal AS SELECT * FROM journal_t")
+    if "rows" in words:
+        selects = [
+            f"SELECT * EXCLUDE (row_id, content_sha256), lower(hex(row_id)) AS row_id, lower(hex(content_sha256)) AS content_sha256, {s.seg} AS segment "
+            f"FROM read_parquet('{obj(s.provenance)}') POSITIONAL JOIN (SELECT content FROM read_parquet('{obj(s.content)}'))"
+            for s in state.segments
+        ]
+        body = " UNION ALL BY NAME ".join(selects) if selects else "SELECT NULL::VARCHAR AS row_id, NULL::VARCHAR AS source_id WHERE false"
+        con.execute(f"CREATE VIEW rows AS {body}")
+    if "drops" in words:
+        selects = [
+            f"SELECT lower(hex(row_id)) AS row_id, reason_code, reason, '{e['corpus']}' AS corpus, {e['seq']} AS seq "
+            f"FROM read_parquet('{obj(e['drops'])}')"
+            for e in state.entries
+            if e["kind"] in ("ingest", "remove") and e.get("drops")
+        ]
+        body = " UNION ALL ".join(selects) if selects else "SELECT NULL::VARCHAR AS row_id, NULL::VARCHAR AS reason_code, NULL::VARCHAR AS reason, NULL::VARCHAR AS corpus, NULL::BIGINT AS seq WHERE false"
+        con.execute(f"CREATE VIEW drops AS {body}")
+    return con
+
+
+def run_sql(store: Store, query: str, params: Sequence[Any] | None = None) -> pa.Table:
+    con = connect(store, query)
+    try:
+        rel = con.sql(query, params=list(params)) if params else con.sql(query)
+        if rel is None:  # a statement with no result (e.g. SET)
+            return pa.table({})
+        return rel.to_arrow_table()
+    finally:
+        con.close()

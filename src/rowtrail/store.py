@@ -1,0 +1,273 @@
+"""The Store facade: binds the verbs in ``ops/`` to one store and holds the writer lock while one
+write runs (never while a ``Store`` object merely exists).
+
+State is derived from the journal on demand and re-read whenever ``HEAD.json`` moves, so two
+``Store`` objects (or processes) on one store always see each other's committed writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .backends.local import LocalBackend
+from .errors import StoreError, StoreExistsError, StoreNotFoundError
+from .hashing import ID_DTYPE
+from .segments import ids_column_to_numpy
+from .sources.registry import SourceRegistry
+from .versions.journal import State, encode_entry, now_rfc3339
+from .versions.manifest import ChunkCache
+
+if TYPE_CHECKING:
+    from .ops.ingest import IngestReport
+    from .ops.verify import VerifyReport
+    from .query.rows import RowsQuery
+    from .versions.version import Version
+
+DEFAULT_STORE = ".rowtrail"
+STORE_FORMAT = 1
+CONFIG_TEXT = f'# rowtrail store\nformat = {STORE_FORMAT}\n'
+
+
+def resolve_path(path: str | os.PathLike[str] | None) -> Path:
+    if path is None:
+        path = os.environ.get("ROWTRAIL_STORE") or DEFAULT_STORE
+    text = str(path)
+    if "://" in text and not text.startswith("file://"):
+        raise StoreError(f"object-store URLs ({text.split('://')[0]}://) need the object-store backend, which this build does not include")
+    return Path(text.removeprefix("file://"))
+
+
+def init(path: str | os.PathLike[str] | None = None) -> Store:
+    """Create a store (default ``./.rowtrail``) and return it."""
+    root = resolve_path(path)
+    backend = LocalBackend(root)
+    if backend.exists():
+        raise StoreExistsError(f"a store already exists at {root}; open it with rt.open({str(root)!r})")
+    root.mkdir(parents=True, exist_ok=True)
+    backend.create(CONFIG_TEXT)
+    store = Store(root)
+    with store._write() as state:
+        store._append(state, {"kind": "init", "format": STORE_FORMAT})
+    return store
+
+
+def open(path: str | os.PathLike[str] | None = None) -> Store:  # noqa: A001 - public name fixed by the design
+    """Open an existing store."""
+    return Store(resolve_path(path))
+
+
+class Store:
+    """A rowtrail store: sources, rows, versions and the journal that records them."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.backend = LocalBackend(self.path)
+        if not self.backend.exists():
+            raise StoreNotFoundError(f"no rowtrail store at {self.path}; create one with 'rowtrail init' (or pass --store PATH)")
+        self._state: State | None = None
+        self._state_key: Any = None
+        self.chunks = ChunkCache(self.backend)
+        self._columns: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        self._manifests: dict[str, dict[str, Any]] = {}
+        self.sources = SourceRegistry(self)
+
+    def __repr__(self) -> str:
+        return f"<rowtrail.Store {self.path}>"
+
+    # -- state and writes --------------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        head = self.backend.read_head()
+        key = (head or {}).get("digest")
+        if self._state is None or key != self._state_key:
+            lines, _tail = self.backend.read_journal()
+            self._state = State.replay(lines)
+            self._state_key = key
+        return self._state
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[State]:
+        """Hold the lock for one write, with the state as of the latest committed entry."""
+        with self.backend.lock():
+            self._state = None
+            yield self.state
+
+    def _append(self, state: State, entry: dict[str, Any]) -> dict[str, Any]:
+        full = {"seq": state.seq + 1, "prev": state.head_digest, "at": now_rfc3339(), **entry}
+        line, digest = encode_entry(full)
+        self.backend.append_journal(line, full["seq"], digest)
+        state.apply(orjson.loads(line), digest)
+        self._state_key = digest
+        return full
+
+    # -- segments and chunks -----------------------------------------------------------------------
+    def segment_column(self, seg: int, column: str) -> np.ndarray:
+        """A whole column of a segment's provenance table (32-byte columns as 'S32'), cached."""
+        key = (seg, column)
+        hit = self._columns.get(key)
+        if hit is not None:
+            self._columns.move_to_end(key)
+            return hit
+        segment = self.state.segments[seg]
+        col = pq.read_table(self.backend.object_path(segment.provenance), columns=[column]).column(column)
+        if pa.types.is_fixed_size_binary(col.type):
+            arr = ids_column_to_numpy(col)
+        elif pa.types.is_string(col.type):
+            enc = col.combine_chunks().dictionary_encode()
+            arr = np.array(enc.dictionary.to_pylist(), dtype=object)[enc.indices.to_numpy(zero_copy_only=False)]
+        else:
+            arr = col.to_numpy()
+        self._columns[key] = arr
+        if len(self._columns) > 64:
+            self._columns.popitem(last=False)
+        return arr
+
+    def gather(self, rows: np.ndarray, want_sources: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Content hashes (aligned with ``rows``) and, if asked, each row's source as an index into
+        the returned source names."""
+        n = len(rows)
+        hashes = np.empty(n, dtype=ID_DTYPE)
+        names: list[str] = []
+        index: dict[str, int] = {}
+        src = np.zeros(n, dtype=np.int64)
+        if n == 0:
+            return hashes, src, names
+        order = np.argsort(rows["seg"], kind="stable")
+        segs = rows["seg"][order]
+        bounds = np.flatnonzero(np.diff(segs)) + 1
+        for part in np.split(order, bounds):
+            seg = int(rows["seg"][part[0]])
+            at = rows["row"][part].astype(np.int64)
+            hashes[part] = self.segment_column(seg, "content_sha256")[at]
+            if want_sources:
+                segment = self.state.segments[seg]
+                if len(segment.sources) == 1:
+                    sid = segment.sources[0]
+                    src[part] = index.setdefault(sid, len(index))
+                else:
+                    col = self.segment_column(seg, "source_id")[at]
+                    uniq, inv = np.unique(col, return_inverse=True)
+                    codes = np.array([index.setdefault(str(u), len(index)) for u in uniq], dtype=np.int64)
+                    src[part] = codes[inv]
+        names = [None] * len(index)  # type: ignore[list-item]
+        for k, v in index.items():
+            names[v] = k
+        return hashes, src, names
+
+    def snapshots_of(self, rows: np.ndarray) -> dict[str, list[str]]:
+        """Which source snapshots a set of rows comes from (source id → sorted snapshot ids)."""
+        out: dict[str, set[str]] = {}
+        if len(rows) == 0:
+            return {}
+        for seg in np.unique(rows["seg"]):
+            at = rows["row"][rows["seg"] == seg].astype(np.int64)
+            sids = self.segment_column(int(seg), "source_id")[at]
+            snaps = self.segment_column(int(seg), "source_snapshot")[at]
+            for s, p in set(zip(sids.tolist(), snaps.tolist())):
+                out.setdefault(s, set()).add(p)
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+    def manifest(self, version_id: str) -> dict[str, Any]:
+        hit = self._manifests.get(version_id)
+        if hit is None:
+            info = self.state.versions[version_id]
+            hit = orjson.loads(self.backend.read_bytes(info.manifest))
+            self._manifests[version_id] = hit
+        return hit
+
+    def version_rows(self, version_id: str) -> np.ndarray:
+        return self.chunks.load_all(self.manifest(version_id)["rows"]["chunks"])
+
+    def version_inputs(self, version_id: str) -> np.ndarray:
+        return self.chunks.load_all(self.manifest(version_id)["inputs"]["chunks"])
+
+    # -- verbs -------------------------------------------------------------------------------------
+    def ingest(self, inputs: Any, source: str | None = None, **kwargs: Any) -> IngestReport:
+        """Read files or tables, hash every row, and stage them with provenance (see ops/ingest.py)."""
+        from .ops.ingest import ingest
+
+        return ingest(self, inputs, source=source, **kwargs)
+
+    def _publish_ingest(self, *args: Any) -> IngestReport:
+        from .ops.ingest import publish
+
+        return publish(self, *args)
+
+    def remove(self, source: str | None = None, row_ids: Sequence[str] | None = None, reason: str | None = None, corpus: str = "main") -> int:
+        """Stage the removal of a source's rows (or of given row ids); returns how many rows."""
+        from .ops.remove import remove
+
+        return remove(self, source=source, row_ids=row_ids, reason=reason, corpus=corpus)
+
+    def commit(self, message: str, tag: str | None = None, corpus: str = "main", sign: bool = True, key: str | None = None, allow_empty: bool = False) -> Version:
+        from .ops.commit import commit
+
+        vid = commit(self, message, tag=tag, corpus=corpus, sign=sign, key=key, allow_empty=allow_empty)
+        return self.version(vid)
+
+    def version(self, ref: str = "HEAD", corpus: str = "main") -> Version:
+        from .versions.version import Version
+
+        return Version(self, self.state.resolve(ref, corpus))
+
+    def versions(self, corpus: str | None = None) -> list[Version]:
+        from .versions.version import Version
+
+        st = self.state
+        return [Version(self, st.versions[v]) for v in st.version_order if corpus is None or st.versions[v].corpus == corpus]
+
+    def log(self, corpus: str = "main") -> list[Version]:
+        """Versions of a corpus, newest first, following parents from HEAD."""
+        out = []
+        st = self.state
+        vid = st.heads.get(corpus)
+        while vid:
+            out.append(self.version(vid))
+            vid = st.versions[vid].parent
+        return out
+
+    def status(self, corpus: str = "main") -> dict[str, Any]:
+        from .ops.status import status
+
+        return status(self, corpus)
+
+    def rows(self, version: str = "HEAD", source: str | None = None, corpus: str = "main", columns: Sequence[str] | None = None, limit: int | None = None) -> pa.Table:
+        """Rows of a version as an Arrow table: content fields plus provenance columns."""
+        from .query.rows import rows
+
+        return rows(self, version, source=source, corpus=corpus, limit=limit)
+
+    def trace(self, row_id: str) -> dict[str, Any]:
+        """Where a row came from and where it went: source, ingest, drops, lineage, versions, runs."""
+        from .ops.trace import trace
+
+        return trace(self, row_id)
+
+    def prove(self, row_id: str, version: str = "HEAD", absent: bool = False, content: bool = False, corpus: str = "main") -> dict[str, Any]:
+        """An RFC 9162 inclusion proof (or, with ``absent``, an exclusion proof) for a row id or,
+        with ``content``, a content hash, against a version's Merkle root."""
+        from .ops.prove import prove
+
+        return prove(self, row_id, version, absent=absent, content=content, corpus=corpus)
+
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> pa.Table:
+        """Run SQL over read-only views of the store (sources, rows, versions, version_rows, drops, journal)."""
+        from .query.views import run_sql
+
+        return run_sql(self, query, params)
+
+    def verify(self, allow_unsigned: bool = False, pubkeys: Sequence[str] | None = None, version: str | None = None, sample: int | None = None, progress: Any = None) -> VerifyReport:
+        """Check every object, the journal chain, signatures and version digests; never raises on damage."""
+        from .ops.verify import verify
+
+        return verify(self, allow_unsigned=allow_unsigned, pubkeys=pubkeys, version=version, sample=sample, progress=progress)
