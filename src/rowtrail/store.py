@@ -30,7 +30,6 @@ from .versions.manifest import ChunkCache
 if TYPE_CHECKING:
     from .ops.ingest import IngestReport
     from .ops.verify import VerifyReport
-    from .query.rows import RowsQuery
     from .versions.version import Version
 
 DEFAULT_STORE = ".rowtrail"

@@ -24,7 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import IngestError, SourceNotFoundError, ValueMappingError
+from ..errors import IngestError, SourceNotFoundError
 from ..hashing import jcs, key_text, to_json_value
 from ..readers import Part, RawBatch, as_arrow_table, describe_table, is_path, plan_parts, read_part
 from ..segments import ATTR_PREFIX, CONTENT_SCHEMA, PARQUET_OPTS, PROVENANCE_BASE, ROW_GROUP_ROWS
@@ -435,8 +435,13 @@ def ingest(
     file_digests: dict[str, str] = {}
     hasher = threading.Thread(target=_hash_files, args=([p for p in items if is_path(p)], file_digests), daemon=True)
     hasher.start()
-    done = 0
-    tick = (lambda k: progress("read", k, len(parts))) if progress else None
+    done = [0]
+
+    def tick(k: int) -> None:
+        done[0] += k
+        if progress:
+            progress("read", done[0], len(parts))
+
     results = run_parts(spec, parts, tables, workers, tick)
     hasher.join()
     tmp_files = [p for r in results for p in (r.provenance, r.content) if p]

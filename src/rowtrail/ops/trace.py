@@ -90,7 +90,7 @@ def trace(store: Store, row_id: str) -> dict[str, Any]:
     for e in state.entries:
         if e["kind"] in ("ingest", "remove") and e.get("drops"):
             for d in _matches(store, e["drops"], "row_id", raw):
-                drops.append({**d, "corpus": e["corpus"], "seq": e["seq"], "at": e["at"], "by": e.get("ingest_id") or "remove"})
+                drops.append({**d, "corpus": e["corpus"], "seq": e["seq"], "at": e["at"], "by": e.get("ingest_id") or f"rm (journal entry {e['seq']})"})
         if e["kind"] == "ingest" and e.get("edges"):
             for col in ("parent", "child"):
                 for d in _matches(store, e["edges"], col, raw):

@@ -21,6 +21,7 @@ import orjson
 
 BATCH_ROWS = 20_000
 SPLIT_BYTES = 64 << 20  # JSONL files larger than this are read in parallel byte ranges
+PART_BYTES = 128 << 20  # ... of about this size (more parts than workers balance the load)
 
 
 @dataclass
@@ -67,10 +68,11 @@ def plan_parts(path: str, workers: int) -> list[Part]:
     plain = not path.lower().endswith((".gz", ".zst", ".zstd"))
     if fmt != "jsonl" or not plain or workers < 2 or size < SPLIT_BYTES:
         return [Part(name=path, path=path, fmt=fmt)]
+    n = max(workers, -(-size // PART_BYTES))
     cuts = [0]
     with open(path, "rb") as fh:
-        for i in range(1, workers):
-            fh.seek(size * i // workers)
+        for i in range(1, n):
+            fh.seek(size * i // n)
             fh.readline()
             pos = fh.tell()
             if pos > cuts[-1] and pos < size:

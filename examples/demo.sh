@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# End-to-end demo on the small dataset in examples/demo/: sources, ingest with provenance, two signed
+# versions, a diff, a trace, a why, inclusion and exclusion proofs, SQL, and verify.
+# Runs in a fresh temporary store and key home (set ROWTRAIL_DEMO_DIR to keep them somewhere).
+set -euo pipefail
+here="$(cd "$(dirname "$0")/demo" && pwd)"
+work="${ROWTRAIL_DEMO_DIR:-$(mktemp -d)}"
+export ROWTRAIL_HOME="$work/home" ROWTRAIL_STORE="$work/store"
+cd "$here"
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+
+step rowtrail keygen
+step rowtrail init
+step rowtrail source import sources.csv
+step rowtrail source list
+step rowtrail ingest born-sft-v1.jsonl --source-field benchmark --key-field id --content-fields prompt,response \
+  --attr teacher --attr lane --attr generated_at --attr score --hash-fields prompt
+step rowtrail ingest opus-traces.jsonl --source opus-traces --key-field trace_id --content-fields prompt,response
+step rowtrail commit -m "first mix: MBPP+, DS-1000, Opus traces" --tag v37
+# v38: 20 MBPP+ responses rewritten and 10 tasks added, a crawl snapshot added, the Opus traces removed.
+step rowtrail ingest born-sft-v2.jsonl --source-field benchmark --key-field id --content-fields prompt,response \
+  --attr teacher --attr lane --attr generated_at --attr score --hash-fields prompt
+step rowtrail ingest crawl-2024-09.csv --source crawl-2024-09 --key-field url --content-fields text --attr lang
+step rowtrail rm --source opus-traces --reason "consent withdrawn by the dataset owner"
+step rowtrail status
+step rowtrail commit -m "refresh MBPP+ lane 9, add crawl 2024-09, drop Opus traces" --tag v38
+step rowtrail log
+step rowtrail diff v37 v38
+
+row=$(rowtrail rows --version v37 --source opus-traces --limit 1 --json | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["row_id"])')
+step rowtrail trace "$row"
+step rowtrail why "$row" --version v38
+step rowtrail prove "$row" v37 -o "$work/in-v37.json"
+step rowtrail check-proof "$work/in-v37.json"
+step rowtrail prove "$row" v38 --absent -o "$work/absent-v38.json"
+step rowtrail check-proof "$work/absent-v38.json"
+step rowtrail sql "SELECT v.tag, r.source_id, count(*) AS rows FROM version_rows vr JOIN versions v USING (version_id) JOIN rows r USING (row_id) GROUP BY ALL ORDER BY 1, 2"
+step rowtrail verify
+printf '\nDemo store: %s (ROWTRAIL_STORE=%s ROWTRAIL_HOME=%s)\n' "$work" "$ROWTRAIL_STORE" "$ROWTRAIL_HOME"

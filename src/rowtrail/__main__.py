@@ -1,0 +1,5 @@
+"""``python -m rowtrail`` is the ``rowtrail`` command."""
+
+from rowtrail.cli.app import main
+
+main()
