@@ -9,6 +9,7 @@ nothing is visible; on any error the temporary files are removed and the store i
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as cf
 import hashlib
 import multiprocessing as mp
@@ -109,7 +110,7 @@ class _PartWriter:
         for name, values in attr_vals.items():
             typ = self.attr_types.get(name)
             if typ is None:
-                typ = self.attr_types[name] = _attr_type(values)
+                typ = self.attr_types[name] = _attr_type(values, name, file, cols["origin_line"])
             arrays.append(_attr_array(values, typ, name, file, cols["origin_line"]))
             names.append(ATTR_PREFIX + name)
         for fname, values in hashes.items():
@@ -133,19 +134,31 @@ class _PartWriter:
         return True
 
 
-def _attr_type(values: list[Any]) -> pa.DataType:
-    kinds = {type(v) for v in values if v is not None}
-    if not kinds:
-        return pa.string()
-    if kinds == {bool}:
+_KIND = {bool: "bool", int: "number", float: "number", str: "string"}
+
+
+def _attr_type(values: list[Any], name: str, file: str, lines: list[int]) -> pa.DataType:
+    """The column type of an attribute, from its first batch; mixed scalar kinds are an error."""
+    first = None
+    for v, line in zip(values, lines):
+        if v is None:
+            continue
+        kind = _KIND.get(type(v), "json")
+        if first is None:
+            first = kind
+        elif kind != first:
+            raise IngestError(
+                f"attribute '{name}' holds {v!r} ({kind}), but earlier rows hold {first} values; clean the column",
+                file,
+                line,
+                name,
+            )
+    if first == "bool":
         return pa.bool_()
-    if kinds == {int}:
-        return pa.int64()
-    if kinds <= {int, float}:
-        return pa.float64()
-    if kinds == {str}:
-        return pa.string()
-    return pa.string()  # nested or mixed values are kept as canonical JSON text
+    if first == "number":
+        kinds = {type(v) for v in values if v is not None}
+        return pa.int64() if kinds == {int} else pa.float64()
+    return pa.string()  # strings, and nested values kept as canonical JSON text
 
 
 def _attr_array(values: list[Any], typ: pa.DataType, name: str, file: str, lines: list[int]) -> pa.Array:
@@ -231,7 +244,7 @@ def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | N
                     except orjson.JSONEncodeError:
                         rid = sha(jcs([sid, key, chx])).digest()
                     avals = []
-                    for a, c in attrs:
+                    for _a, c in attrs:
                         fld = c
                         v = row.get(c)
                         avals.append(v if v is None or type(v) in (str, int, float, bool) else to_json_value(v, c, binary))
@@ -305,7 +318,15 @@ def _pool(workers: int) -> cf.ProcessPoolExecutor:
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(["rowtrail.ops.ingest"])
             _POOL = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+            atexit.register(_shutdown_pool)
         return _POOL
+
+
+def _shutdown_pool() -> None:
+    global _POOL
+    if _POOL is not None:
+        _POOL.shutdown(wait=True, cancel_futures=True)
+        _POOL = None
 
 
 def default_workers() -> int:
