@@ -99,9 +99,10 @@ def format_timestamp(value: _dt.datetime) -> str:
     """RFC 3339 in UTC with ``Z``; naive datetimes are taken as UTC; fraction only when non-zero."""
     if value.tzinfo is not None:
         value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += (".%06d" % value.microsecond).rstrip("0")
+    text = f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    nanos = value.microsecond * 1000 + int(getattr(value, "nanosecond", 0) or 0)  # pandas.Timestamp keeps ns
+    if nanos:
+        text += f".{nanos:09d}".rstrip("0")
     return text + "Z"
 
 
@@ -174,6 +175,22 @@ def weights_sha256(sorted_ids: np.ndarray, weights: np.ndarray) -> str:
     rec["id"] = sorted_ids
     rec["w"] = weights
     return hashlib.sha256(rec.tobytes()).hexdigest()
+
+
+def exact_sums(weights: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[float, np.ndarray]:
+    """The total and per-group sums of ``weights``, correctly rounded and so independent of row order
+    or engine: integer-valued weights sum exactly in float64; others go through ``math.fsum``."""
+    w = np.asarray(weights, dtype=np.float64)
+    if len(w) == 0:
+        return 0.0, np.zeros(n_groups)
+    if bool(np.all(w == np.round(w))) and float(np.abs(w).sum()) < 2**53:
+        return float(w.sum()), np.bincount(groups, weights=w, minlength=n_groups)
+    order = np.argsort(groups, kind="stable")
+    per = np.zeros(n_groups)
+    bounds = np.flatnonzero(np.diff(groups[order])) + 1
+    for part in np.split(order, bounds):
+        per[int(groups[part[0]])] = math.fsum(w[part].tolist())
+    return math.fsum(w.tolist()), per
 
 
 # --------------------------------------------------------------------------------------------------

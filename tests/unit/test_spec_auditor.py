@@ -271,7 +271,7 @@ PARTNER_V1 = [
     {
         "id": "k-é",
         "prompt": "données naïve 模型",
-        "response": "emoji 🙂 tab\t newline\n ctrl \u0001 del \u007f quote \" backslash \\",
+        "response": 'emoji 🙂 tab\t newline\n ctrl \u0001 del \u007f quote " backslash \\',
         "meta": {"nums": [1e21, 1e-7, 100.0, -0.0, 3, -7, 0.1, 2**53 - 1], "ok": True, "none": None},
     },
     {"id": 2.5, "prompt": "keys", "response": "order", "meta": {"\ue000": 1, "😀": 2, "a": 3, "é": {"z": [], "b": {}}}},
@@ -288,7 +288,9 @@ CRAWL_ROWS = 20_000  # > 8192 leaves: several level-13 nodes; the ids give sever
 
 
 def crawl_rows() -> list[dict]:
-    rows = [{"id": f"doc-{i}", "text": f"document {i}: " + "lorem ipsum " * (i % 7), "lang": "en" if i % 3 else "fr"} for i in range(CRAWL_ROWS)]
+    rows = [
+        {"id": f"doc-{i}", "text": f"document {i}: " + "lorem ipsum " * (i % 7), "lang": "en" if i % 3 else "fr"} for i in range(CRAWL_ROWS)
+    ]
     rows[5]["text"] = rows[6]["text"] = "a duplicated text"
     return rows
 
@@ -394,7 +396,7 @@ def audit_version(a: Auditor, entries: list[dict], digests: list[str], tag: str,
     # §8 content_root over the distinct content hashes, and its chunks and nodes
     distinct = sorted(hashes)
     assert len(distinct) < len(recs)  # the data has duplicated content
-    assert [c for c in a.load_chunks(manifest["contents"]["chunks"], 32)] == distinct
+    assert a.load_chunks(manifest["contents"]["chunks"], 32) == distinct
     assert content["content_root"] == mth(distinct).hex()
     assert a.obj(manifest["contents"]["nodes"]) == b"".join(level_nodes(distinct))
     return {"version_id": version_id, "content": content, "ids": ids, "hashes": distinct}
@@ -470,7 +472,10 @@ def test_auditor_verifies_versions_from_the_spec(tmp_path, monkeypatch):
         assert proof["leaf_index"] == index and proof["tree_size"] == len(ids)
         assert check_inclusion_proof(proof, "row_id", "merkle_root", root, vid)
         assert [bytes.fromhex(p) for p in proof["audit_path"]] == rfc6962_path(index, ids)
-        bad = dict(proof, audit_path=[proof["audit_path"][0][:-2] + ("00" if proof["audit_path"][0][-2:] != "00" else "01")] + proof["audit_path"][1:])
+        bad = dict(
+            proof,
+            audit_path=[proof["audit_path"][0][:-2] + ("00" if proof["audit_path"][0][-2:] != "00" else "01")] + proof["audit_path"][1:],
+        )
         assert not check_inclusion_proof(bad, "row_id", "merkle_root", root, vid)
         assert not check_inclusion_proof(dict(proof, leaf_index=index ^ 1), "row_id", "merkle_root", root, vid)
 
@@ -488,7 +493,7 @@ def test_auditor_verifies_versions_from_the_spec(tmp_path, monkeypatch):
     cp = s.prove(hashes[-1].hex(), "v2", content=True)
     assert check_inclusion_proof(cp, "content_sha256", "content_root", croot, vid)
     assert [bytes.fromhex(p) for p in cp["audit_path"]] == rfc6962_path(len(hashes) - 1, hashes)
-    gone_text = expected_row("partner-x", PARTNER_V1[0], PARTNER_FIELDS)[2]
-    cx = s.prove(expected_row("partner-x", PARTNER_V1[0], PARTNER_FIELDS)[2].hex(), "v2", absent=True, content=True)
-    assert gone_text not in hashes
+    gone_hash = expected_row("partner-x", PARTNER_V1[0], PARTNER_FIELDS)[2]  # the superseded row's content
+    assert gone_hash not in hashes
+    cx = s.prove(gone_hash.hex(), "v2", absent=True, content=True)
     assert check_exclusion_proof(cx, "content_sha256", "content_root", croot, vid, len(hashes))

@@ -479,7 +479,9 @@ def _hoist_store(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     argv = _hoist_store(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=argv, prog_name="rowtrail", standalone_mode=False)
+        rc = app(args=argv, prog_name="rowtrail", standalone_mode=False)
+        if isinstance(rc, int) and rc:  # typer.Exit(n) comes back as a return value here
+            sys.exit(rc)
     except RowtrailError as exc:
         render.err.print(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
@@ -488,10 +490,8 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         render.err.print("aborted")
         sys.exit(1)
-    except Exception as exc:  # click usage errors carry their own exit code (2)
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):  # click usage errors (exit 2)
             exc.show()
             sys.exit(exc.exit_code)
         if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import NothingToCommitError, RefError, StepError, TagExistsError
-from ..hashing import ID_DTYPE, jcs, merkle_root, sort_ids, weights_sha256
+from ..hashing import ID_DTYPE, exact_sums, jcs, merkle_root, sort_ids, weights_sha256
 from ..versions import signing
 from ..versions.journal import now_rfc3339
 from ..versions.manifest import level_nodes, write_chunks
@@ -66,14 +66,14 @@ def build_content(store: Store, corpus: str, rows: np.ndarray, inputs: np.ndarra
     content_root, content_nodes = level_nodes(distinct)
     weights = rows["w"].astype(np.float64)
     counts = np.bincount(source_idx, minlength=len(source_names))
-    wsum = np.bincount(source_idx, weights=weights, minlength=len(source_names))
+    total, wsum = exact_sums(weights, source_idx, len(source_names))
     per_source = {s: [int(counts[i]), float(wsum[i])] for i, s in enumerate(source_names) if counts[i]}
     content = {
         "corpus": corpus,
         "merkle_root": root,
         "content_root": content_root,
         "row_count": int(len(rows)),
-        "weight_total": float(weights.sum()) if len(weights) else 0.0,
+        "weight_total": total,
         "weights_sha256": weights_sha256(ids, weights),
         "per_source": dict(sorted(per_source.items())),
         "pipeline": pipeline,

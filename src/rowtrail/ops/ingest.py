@@ -409,6 +409,10 @@ def ingest(
 
     if (source is None) == (source_field is None):
         raise IngestError("give exactly one of source= (every row from one source) or source_field= (a column naming it)")
+    taken = set(PROVENANCE_BASE.names)
+    for hf in hash_fields:
+        if f"{hf}_sha256" in taken:
+            raise IngestError(f"--hash-fields {hf} would make a column '{hf}_sha256', which rowtrail already keeps; hash another field")
     if on_error not in ("raise", "quarantine"):
         raise IngestError(f"on_error must be 'raise' or 'quarantine', not {on_error!r}")
     state = store.state

@@ -21,7 +21,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from ..errors import RowtrailError, SigningError
-from ..hashing import ID_DTYPE, jcs, weights_sha256
+from ..hashing import ID_DTYPE, exact_sums, jcs, weights_sha256
 from ..segments import ids_column_to_numpy
 from ..versions import signing
 from ..versions.journal import State
@@ -135,7 +135,9 @@ def _check_objects(store: Store, rep: VerifyReport, only: set[str] | None, progr
 def _check_version(store: Store, rep: VerifyReport, state: State, vid: str, keys: dict[str, Any], allow_unsigned: bool, sample: int | None, present: set[str]) -> None:
     info = state.versions[vid]
     label = f"version {info.tag or vid[:12]}"
-    entry = state.entries[info.seq]
+    # positions, not sequence numbers: after a removed entry the two disagree (reported with the journal)
+    at = next(i for i, e in enumerate(state.entries) if e.get("kind") == "commit" and e.get("version_id") == vid)
+    entry = state.entries[at]
     try:
         man = orjson.loads(store.backend.read_bytes(info.manifest))
     except (RowtrailError, orjson.JSONDecodeError) as exc:
@@ -149,7 +151,7 @@ def _check_version(store: Store, rep: VerifyReport, state: State, vid: str, keys
     content = record.get("content", {})
     if hashlib.sha256(jcs(content)).hexdigest() != record.get("content_id"):
         rep.problem(label, "content_id does not match the SHA-256 of its content")
-    expected_head = state.digests[info.seq - 1] if info.seq > 0 else None
+    expected_head = state.digests[at - 1] if at > 0 else None
     if record.get("journal_head") != expected_head:
         rep.problem(label, "names a journal head that is not the entry before its commit")
     earlier = [state.versions[v] for v in state.version_order if state.versions[v].seq < info.seq and state.versions[v].corpus == info.corpus]
@@ -171,6 +173,7 @@ def _check_version(store: Store, rep: VerifyReport, state: State, vid: str, keys
             subj = stmt.get("subject") or [{}]
             if (
                 subj[0].get("digest", {}).get("sha256") != vid
+                or subj[0].get("name") != f"{info.corpus}@{info.tag or vid}"
                 or stmt.get("predicate") != record
                 or stmt.get("predicateType") != signing.PREDICATE_TYPE
                 or stmt.get("_type") != signing.STATEMENT_TYPE
@@ -213,7 +216,9 @@ def _check_version(store: Store, rep: VerifyReport, state: State, vid: str, keys
     if len(distinct) != len(contents) or not np.array_equal(distinct, contents):
         rep.problem(label, "its content hash list is not the distinct content hashes of its rows")
     counts = np.bincount(src, minlength=len(names))
-    wsum = np.bincount(src, weights=weights, minlength=len(names))
+    total, wsum = exact_sums(weights, src, len(names))
+    if total != content.get("weight_total"):
+        rep.problem(label, "weight_total does not match its rows")
     per_source = {s: [int(counts[i]), float(wsum[i])] for i, s in enumerate(names) if counts[i]}
     if per_source != content.get("per_source"):
         rep.problem(label, "per_source counts do not match its rows")
@@ -329,6 +334,6 @@ def verify(
             progress("versions", i, len(targets))
         try:
             _check_version(store, rep, state, vid, keys, allow_unsigned, sample, present)
-        except (RowtrailError, OSError, KeyError, ValueError) as exc:
-            rep.problem(f"version {state.versions[vid].tag or vid[:12]}", f"cannot be checked: {exc}")
+        except Exception as exc:  # damage must be reported, never raised
+            rep.problem(f"version {state.versions[vid].tag or vid[:12]}", f"cannot be checked: {type(exc).__name__}: {exc}")
     return rep

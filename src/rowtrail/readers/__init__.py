@@ -190,7 +190,7 @@ def _read_csv(part: Part, batch_rows: int) -> Iterator[RawBatch]:
 def _read_arrow_batches(name: str, batches: Any) -> Iterator[RawBatch]:
     offset = 0
     for rb in batches:
-        rows = rb.to_pylist()
+        rows = rb.to_pylist(maps_as_pydicts="strict")  # a map is an object (format 1), not a list of pairs
         yield RawBatch(name, list(range(offset, offset + len(rows))), rows)
         offset += len(rows)
 

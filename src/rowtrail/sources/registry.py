@@ -44,6 +44,9 @@ def _known_keys() -> dict[str, str]:
     for sym in lic.known_symbols.values():
         if not sym.key.startswith("LicenseRef-scancode"):
             out[sym.key.lower()] = sym.key
+            for alias in sym.aliases:  # deprecated SPDX ids (GPL-3.0 → GPL-3.0-only)
+                if not alias.startswith("LicenseRef-"):
+                    out.setdefault(alias.lower(), sym.key)
     return out
 
 
@@ -66,8 +69,9 @@ def normalize_license(expr: str) -> str:
             continue
         canon = known.get(base.lower())
         if canon is None:
-            close = difflib.get_close_matches(base.lower(), list(known), n=3, cutoff=0.6)
-            hint = ", ".join(known[c] for c in close)
+            low = base.lower()
+            close = [k for k in known if k.startswith(low)][:3] or difflib.get_close_matches(low, list(known), n=3, cutoff=0.6)
+            hint = ", ".join(dict.fromkeys(known[c] for c in close))
             raise LicenseError(
                 f"'{base}' is not an SPDX licence id"
                 + (f"; did you mean {hint}?" if hint else "")
