@@ -39,7 +39,12 @@ PROVENANCE_BASE = pa.schema(
 )
 CONTENT_SCHEMA = pa.schema([("row_id", ID), ("content", pa.string())])
 ROW_GROUP_ROWS = 16_384  # small row groups keep single-row reads (trace, prove) cheap
-PARQUET_OPTS: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
+# Ids and hashes are random (dictionaries and heavy codecs only cost time on them); snappy is the
+# fastest codec that still shrinks text well. Low-cardinality columns get dictionaries.
+PARQUET_OPTS: dict[str, Any] = {
+    "compression": "snappy",
+    "use_dictionary": ["source_id", "source_snapshot", "ingest_id", "origin_file", "reason_code", "reason", "kind"],
+}
 
 
 def ids_column_to_numpy(col: pa.ChunkedArray | pa.Array) -> np.ndarray:

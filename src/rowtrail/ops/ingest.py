@@ -9,11 +9,11 @@ nothing is visible; on any error the temporary files are removed and the store i
 
 from __future__ import annotations
 
-import atexit
-import concurrent.futures as cf
+import dataclasses
 import hashlib
-import multiprocessing as mp
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from ..errors import IngestError, SourceNotFoundError
 from ..hashing import jcs, key_text, to_json_value
-from ..readers import Part, RawBatch, as_arrow_table, describe_table, is_path, plan_parts, read_part
+from ..readers import Part, as_arrow_table, describe_table, is_path, plan_parts, read_part
 from ..segments import ATTR_PREFIX, CONTENT_SCHEMA, PARQUET_OPTS, PROVENANCE_BASE, ROW_GROUP_ROWS
 
 if TYPE_CHECKING:
@@ -95,16 +95,17 @@ class _PartWriter:
         n = len(cols["row_id"])
         if n == 0:
             return
+        zeros = pa.array(np.zeros(n, dtype=np.int32))
         arrays: list[pa.Array] = [
-            pa.array(cols["row_id"], pa.binary(32)),
+            _fixed32(cols["row_id"]),
             pa.array(cols["source_id"], pa.string()),
             pa.array(cols["source_snapshot"], pa.string()),
             pa.array(cols["source_key"], pa.string()),
-            pa.array(cols["content_sha256"], pa.binary(32)),
-            pa.array([self.spec.ingest_id] * n, pa.string()),
-            pa.array([self.spec.ingested_at] * n, pa.string()).cast(pa.timestamp("us", tz="UTC")),
-            pa.array([file] * n, pa.string()),
-            pa.array(cols["origin_line"], pa.int64()),
+            _fixed32(cols["content_sha256"]),
+            pa.array([self.spec.ingest_id], pa.string()).take(zeros),
+            pa.array([self.spec.ingested_at], pa.string()).cast(pa.timestamp("us", tz="UTC")).take(zeros),
+            pa.array([file], pa.string()).take(zeros),
+            pa.array(np.fromiter(cols["origin_line"], dtype=np.int64, count=n)),
         ]
         names = list(PROVENANCE_BASE.names)
         for name, values in attr_vals.items():
@@ -114,10 +115,10 @@ class _PartWriter:
             arrays.append(_attr_array(values, typ, name, file, cols["origin_line"]))
             names.append(ATTR_PREFIX + name)
         for fname, values in hashes.items():
-            arrays.append(pa.array(values, pa.binary(32)))
+            arrays.append(_fixed32(values))
             names.append(f"{fname}_sha256")
         prov = pa.Table.from_arrays(arrays, names=names)
-        content = pa.Table.from_arrays([arrays[0], pa.array(cols["content"], pa.string())], schema=CONTENT_SCHEMA)
+        content = pa.Table.from_arrays([arrays[0], _utf8(cols["content"])], schema=CONTENT_SCHEMA)
         if self.prov_writer is None:
             self.prov_writer = pq.ParquetWriter(self.prov_path, prov.schema, **PARQUET_OPTS)
             self.content_writer = pq.ParquetWriter(self.content_path, CONTENT_SCHEMA, **PARQUET_OPTS)
@@ -132,6 +133,18 @@ class _PartWriter:
         assert self.content_writer is not None
         self.content_writer.close()
         return True
+
+
+def _fixed32(values: list[bytes]) -> pa.Array:
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), len(values), [None, pa.py_buffer(b"".join(values))])
+
+
+def _utf8(values: list[bytes]) -> pa.Array:
+    """A string array from UTF-8 bytes we produced ourselves (canonical JSON of Python str: valid UTF-8)."""
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)), out=offsets[1:])
+    arr = pa.LargeStringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(b"".join(values)))
+    return arr.cast(pa.string()) if offsets[-1] < 2**31 else arr
 
 
 _KIND = {bool: "bool", int: "number", float: "number", str: "string"}
@@ -198,9 +211,11 @@ def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | N
     try:
         for batch in read_part(part, tables):
             cols: dict[str, list[Any]] = {k: [] for k in ("row_id", "source_id", "source_snapshot", "source_key", "content_sha256", "origin_line", "content")}
+            c_rid, c_sid, c_snap, c_key = cols["row_id"].append, cols["source_id"].append, cols["source_snapshot"].append, cols["source_key"].append
+            c_ch, c_line, c_body = cols["content_sha256"].append, cols["origin_line"].append, cols["content"].append
             attr_vals: dict[str, list[Any]] = {a: [] for a, _ in attrs}
             hashes: dict[str, list[bytes]] = {f: [] for f in spec.hash_fields}
-            bad = _bad_lines(batch)
+            bad = batch.bad
             if bad and not spec.quarantine:
                 line, reason, _raw = bad[0]
                 res.error = (part.name, line, "", reason)
@@ -219,17 +234,26 @@ def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | N
                     snap = snapshots.get(sid)
                     if snap is None:
                         raise IngestError(f"row names source '{sid}', which is not registered; run 'rowtrail source add {sid} …'")
-                    fields = content_fields or [k for k in row if k not in excluded]
                     content = {}
-                    for f in fields:
+                    plain = True  # every value a str: orjson's sorted-key bytes are exactly JCS
+                    for f in content_fields or [k for k in row if k not in excluded]:
                         fld = f
                         try:
                             v = row[f]
                         except KeyError:
                             raise IngestError(f"content field '{f}' is missing") from None
-                        content[f] = v if type(v) is str else to_json_value(v, f, binary)
+                        if type(v) is not str or not f.isascii():
+                            plain = False
+                            v = to_json_value(v, f, binary)
+                        content[f] = v
                     fld = ""
-                    body = jcs(content)
+                    if plain:
+                        try:
+                            body = dumps(content, option=orjson.OPT_SORT_KEYS)
+                        except orjson.JSONEncodeError:
+                            body = jcs(content)
+                    else:
+                        body = jcs(content)
                     ch = sha(body).digest()
                     chx = ch.hex()
                     if key_field is not None:
@@ -261,13 +285,13 @@ def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | N
                         break
                     res.quarantine.append((part.name, line, field_name, exc.reason, _raw_text(row)))
                     continue
-                cols["row_id"].append(rid)
-                cols["source_id"].append(sid)
-                cols["source_snapshot"].append(snap)
-                cols["source_key"].append(key)
-                cols["content_sha256"].append(ch)
-                cols["origin_line"].append(line)
-                cols["content"].append(body.decode())
+                c_rid(rid)
+                c_sid(sid)
+                c_snap(snap)
+                c_key(key)
+                c_ch(ch)
+                c_line(line)
+                c_body(body)  # canonical JSON bytes: Arrow takes them as UTF-8 strings as they are
                 for (a, _), v in zip(attrs, avals):
                     attr_vals[a].append(v)
                 for hf, hv in zip(spec.hash_fields, hvals):
@@ -293,10 +317,6 @@ def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | N
     return res
 
 
-def _bad_lines(batch: RawBatch) -> list[tuple[int, str, str]]:
-    return batch.bad
-
-
 def _raw_text(row: dict[str, Any]) -> str:
     try:
         return orjson.dumps(row, default=str).decode()
@@ -305,28 +325,32 @@ def _raw_text(row: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Parallel execution
-
-_POOL: cf.ProcessPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(workers: int) -> cf.ProcessPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["rowtrail.ops.ingest"])
-            _POOL = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-            atexit.register(_shutdown_pool)
-        return _POOL
+# Parallel execution. Workers are fresh interpreters (``python -m rowtrail.ops._ingest_worker``) fed
+# JSON on stdin: unlike multiprocessing's spawn/forkserver they never re-import the caller's
+# ``__main__`` (scripts need no ``if __name__ == "__main__"`` guard), and unlike fork they never
+# inherit another thread's locks (DuckDB and Arrow run thread pools in this process).
 
 
-def _shutdown_pool() -> None:
-    global _POOL
-    if _POOL is not None:
-        _POOL.shutdown(wait=True, cancel_futures=True)
-        _POOL = None
+def spec_to_dict(spec: IngestSpec) -> dict[str, Any]:
+    d = dataclasses.asdict(spec)
+    d["binary_fields"] = sorted(spec.binary_fields)
+    return d
+
+
+def spec_from_dict(d: dict[str, Any]) -> IngestSpec:
+    d = dict(d)
+    d["content_fields"] = tuple(d["content_fields"]) if d["content_fields"] is not None else None
+    d["attributes"] = tuple(tuple(a) for a in d["attributes"])
+    d["hash_fields"] = tuple(d["hash_fields"])
+    d["binary_fields"] = frozenset(d["binary_fields"])
+    return IngestSpec(**d)
+
+
+def result_from_dict(d: dict[str, Any]) -> PartResult:
+    r = PartResult(**d)
+    r.quarantine = [tuple(q) for q in r.quarantine]  # type: ignore[misc]
+    r.error = tuple(r.error) if r.error else None  # type: ignore[assignment]
+    return r
 
 
 def default_workers() -> int:
@@ -344,13 +368,47 @@ def run_parts(spec: IngestSpec, parts: list[Part], tables: list[Any], workers: i
             if progress:
                 progress(1)
         return results
-    pool = _pool(workers)
-    futures = {pool.submit(process_part, spec, p, i): i for i, p in enumerate(parts)}
+    n = min(workers, len(parts))
+    queues: list[list[list[Any]]] = [[] for _ in range(n)]
+    for i, p in enumerate(parts):
+        queues[i % n].append([i, dataclasses.asdict(p)])
     out: list[PartResult | None] = [None] * len(parts)
-    for fut in cf.as_completed(futures):
-        out[futures[fut]] = fut.result()
-        if progress:
-            progress(1)
+    procs: list[subprocess.Popen[bytes]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def collect(proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            res = result_from_dict(orjson.loads(line))
+            with lock:
+                out[res.index] = res
+            if progress:
+                progress(1)
+
+    threads = []
+    try:
+        for q in queues:
+            proc = subprocess.Popen([sys.executable, "-m", "rowtrail.ops._ingest_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert proc.stdin is not None
+            proc.stdin.write(orjson.dumps({"spec": spec_to_dict(spec), "parts": q}))
+            proc.stdin.close()
+            procs.append(proc)
+            t = threading.Thread(target=collect, args=(proc,), daemon=True)
+            t.start()
+            threads.append(t)
+        for proc, t in zip(procs, threads):
+            t.join()
+            assert proc.stderr is not None
+            err = proc.stderr.read().decode("utf-8", "replace")
+            if proc.wait() != 0:
+                errors.append(err.strip().splitlines()[-1] if err.strip() else f"exit code {proc.returncode}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    if errors or any(r is None for r in out):
+        raise IngestError(f"an ingest worker failed: {'; '.join(errors) or 'results missing'}")
     return [r for r in out if r is not None]
 
 
