@@ -123,6 +123,10 @@ class LocalBackend:
                 for f in sorted(sub.iterdir()):
                     yield sub.name + f.name
 
+    def ensure_tmp(self) -> Path:
+        self.tmp_dir.mkdir(exist_ok=True)
+        return self.tmp_dir
+
     def new_tmp_path(self, suffix: str = "") -> Path:
         self.tmp_dir.mkdir(exist_ok=True)
         fd, name = tempfile.mkstemp(dir=self.tmp_dir, suffix=suffix)
@@ -176,7 +180,7 @@ class LocalBackend:
                         raise
                     if time.monotonic() >= deadline:
                         raise StoreLockedError(
-                            f"store {self.root} is locked by another writer (waited {wait:.0f} s); "
+                            f"store {self.root} is locked by another writer (waited {wait:g} s); "
                             "retry when it finishes, or raise ROWTRAIL_LOCK_TIMEOUT"
                         ) from None
                     time.sleep(0.05)

@@ -513,7 +513,7 @@ def ingest(
         snapshots={sid: rec.snapshot for sid, rec in state.sources.items()},
         ingest_id=ingest_id,
         ingested_at=at,
-        tmp_dir=str(store.backend.new_tmp_path().parent),
+        tmp_dir=str(store.backend.ensure_tmp()),
     )
     file_digests: dict[str, str] = {}
     hasher = threading.Thread(target=_hash_files, args=([p for p in items if is_path(p)], file_digests), daemon=True)
