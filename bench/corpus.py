@@ -106,8 +106,8 @@ def sft_corpus(out_dir: Path, rows: int, sources: int, seed: int = 0) -> Path:
             rs, re_ = _slices(rng, offsets, n, 620)
             fmt = b'{"id":"sft-%08d","source":"%s","prompt":"%s","response":"%s","teacher":"%s","lane":"%s","score":%.4f}\n'
             parts = [
-                fmt % (lo + i, source_names[s], pool[a:b], pool[c:d], TEACHERS[t], LANES[l], x)
-                for i, s, a, b, c, d, t, l, x in zip(
+                fmt % (lo + i, source_names[s], pool[a:b], pool[c:d], TEACHERS[t], LANES[ln], x)
+                for i, s, a, b, c, d, t, ln, x in zip(
                     range(n), src.tolist(), ps.tolist(), pe.tolist(), rs.tolist(), re_.tolist(),
                     teacher.tolist(), lane.tolist(), score.tolist(),
                 )
