@@ -230,6 +230,16 @@ def sort_ids(ids: np.ndarray) -> np.ndarray:
     return order
 
 
+def distinct_sorted(ids: np.ndarray) -> np.ndarray:
+    """The distinct ids, sorted (a prefix sort and a neighbour comparison; no hashing of 32-byte keys)."""
+    if len(ids) == 0:
+        return np.empty(0, dtype=ID_DTYPE)
+    s = np.ascontiguousarray(ids, dtype=ID_DTYPE)[sort_ids(ids)]
+    keep = np.ones(len(s), dtype=bool)
+    keep[1:] = s[1:] != s[:-1]
+    return s[keep]
+
+
 def searchsorted_ids(sorted_ids: np.ndarray, probe: bytes) -> int:
     return int(np.searchsorted(sorted_ids, np.frombuffer(probe, dtype=ID_DTYPE)[0]))
 

@@ -12,7 +12,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rowtrail.hashing import ID_DTYPE, id_bytes, merkle_root, mth, sort_ids
-from rowtrail.versions.manifest import CACHE_LEVEL, CHUNK_MODULUS, chunk_cuts, level_nodes, levels_over_nodes
+from rowtrail.versions.manifest import (
+    CACHE_LEVEL,
+    CHUNK_MODULUS,
+    chunk_cuts,
+    decode_chunk,
+    encode_chunk,
+    level_sizes,
+    split_levels,
+    upper_levels,
+)
 
 CHEAP = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -52,7 +61,7 @@ def raw_leaves(ids: np.ndarray) -> list[bytes]:
 
 def test_chunk_modulus_is_the_documented_one():
     assert CHUNK_MODULUS == 1 << 13
-    assert CACHE_LEVEL == 13
+    assert CACHE_LEVEL == 10
 
 
 def test_chunk_cuts_empty_and_single():
@@ -176,54 +185,56 @@ def test_insert_changes_at_most_two_chunks_property(head, tail, force_boundary):
 
 
 # --------------------------------------------------------------------------------------------------
-# level_nodes / levels_over_nodes
+# upper_levels: the stored Merkle levels from CACHE_LEVEL up to the root
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4096, 4097, 8191, 8192, 8193, 16384, 16385, 20000, 3 * 8192 + 5])
-def test_level_nodes_root_and_climb(n):
-    ids = random_sorted_ids(n, n)
-    root, nodes = level_nodes(ids)
-    assert root == merkle_root(ids)
-    assert nodes.dtype == ID_DTYPE
-    block = 1 << CACHE_LEVEL
-    if n <= block:
-        assert len(nodes) == 1 and nodes.tobytes().hex() == root
-    else:
-        assert len(nodes) == math.ceil(n / block)
-    top = levels_over_nodes(nodes)
-    assert len(top[-1]) == 1
-    assert top[-1].tobytes().hex() == root
-
-
-@pytest.mark.parametrize("n", [8193, 20000, 3 * 8192 + 5])
-def test_level_nodes_are_subtree_roots(n):
-    """Node b at the cached level is the MTH of leaves [b·2^13, min((b+1)·2^13, n))."""
-    ids = random_sorted_ids(n, 1000 + n)
-    _, nodes = level_nodes(ids)
+def _check_levels(ids: np.ndarray, level: int) -> None:
+    n = len(ids)
     leaves = raw_leaves(ids)
-    block = 1 << CACHE_LEVEL
-    for b in range(len(nodes)):
-        assert id_bytes(nodes, b) == mth(leaves[b * block : (b + 1) * block]), b
+    root, nodes = upper_levels(ids, level)
+    assert root == merkle_root(ids) == mth(leaves).hex()
+    assert nodes.dtype == ID_DTYPE and len(nodes) == sum(level_sizes(n, level))
+    levels = split_levels(nodes, n, level)
+    assert len(levels[-1]) == 1 and levels[-1].tobytes().hex() == root
+    block = 1 << level
+    if n <= block:
+        assert len(levels) == 1
+        return
+    for k, lev in enumerate(levels):  # node b of stored level k covers leaves [b·2^(level+k), …) clipped to n
+        width = block << k
+        assert len(lev) == math.ceil(n / width)
+        for b in range(len(lev)):
+            assert id_bytes(lev, b) == mth(leaves[b * width : (b + 1) * width]), (k, b)
 
 
-def test_level_nodes_empty():
-    root, nodes = level_nodes(np.empty(0, dtype=ID_DTYPE))
-    assert root == merkle_root(np.empty(0, dtype=ID_DTYPE))
-    assert len(nodes) == 0
+@pytest.mark.parametrize("n", [1, 2, 3, 1023, 1024, 1025, 4097, 8193, 20000, 3 * 1024 + 5])
+def test_upper_levels_at_the_cache_level(n):
+    _check_levels(random_sorted_ids(n, n), CACHE_LEVEL)
+
+
+def test_upper_levels_empty():
+    root, nodes = upper_levels(np.empty(0, dtype=ID_DTYPE))
+    assert root == merkle_root(np.empty(0, dtype=ID_DTYPE)) and nodes.tobytes().hex() == root
 
 
 @CHEAP
 @given(st.integers(1, 150), st.integers(0, 9), st.integers(0, 2**32))
-def test_level_nodes_any_level(n, level, seed):
-    ids = random_sorted_ids(n, seed)
-    leaves = raw_leaves(ids)
-    root, nodes = level_nodes(ids, level)
-    assert root == merkle_root(ids) == mth(leaves).hex()
-    assert levels_over_nodes(nodes)[-1].tobytes().hex() == root
-    block = 1 << level
-    if n <= block:
-        assert nodes.tobytes().hex() == root
-    else:
-        assert len(nodes) == math.ceil(n / block)
-        for b in range(len(nodes)):
-            assert id_bytes(nodes, b) == mth(leaves[b * block : (b + 1) * block])
+def test_upper_levels_any_level(n, level, seed):
+    _check_levels(random_sorted_ids(n, seed), level)
+
+
+def test_chunk_encoding_is_columnar_and_round_trips():
+    from rowtrail.versions.manifest import RECORD_DTYPE
+
+    rec = np.empty(3, dtype=RECORD_DTYPE)
+    rec["id"] = random_sorted_ids(3, 7)
+    rec["w"] = [1.0, 2.0, 0.5]
+    rec["seg"] = [0, 1, 2**32 - 1]
+    rec["row"] = [5, 6, 7]
+    raw = encode_chunk(rec)
+    assert raw[:96] == rec["id"].tobytes()
+    assert raw[96:120] == np.array([1.0, 2.0, 0.5], dtype=">f8").tobytes()
+    assert raw[120:132] == np.array([0, 1, 2**32 - 1], dtype=">u4").tobytes()
+    back = decode_chunk(raw)
+    assert back.tolist() == rec.tolist()
+    assert decode_chunk(rec["id"].tobytes(), records=False).tobytes() == rec["id"].tobytes()

@@ -18,10 +18,10 @@ import numpy as np
 
 from .. import __version__
 from ..errors import NothingToCommitError, RefError, StepError, TagExistsError
-from ..hashing import ID_DTYPE, exact_sums, jcs, merkle_root, sort_ids, weights_sha256
+from ..hashing import distinct_sorted, exact_sums, jcs, merkle_root, weights_sha256
 from ..versions import signing
 from ..versions.journal import now_rfc3339
-from ..versions.manifest import level_nodes, write_chunks
+from ..versions.manifest import CACHE_LEVEL, upper_levels, write_chunks
 from .inputs import current_inputs
 
 if TYPE_CHECKING:
@@ -57,13 +57,12 @@ def author_name() -> str:
 def build_content(store: Store, corpus: str, rows: np.ndarray, inputs: np.ndarray, pipeline: list[str], policy: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The version content and the storage part of the manifest (chunks, Merkle caches)."""
     ids = rows["id"]
-    root, nodes = level_nodes(ids)
+    root, nodes = upper_levels(ids)
     same_inputs = len(inputs) == len(rows) and bool(np.array_equal(inputs["id"], ids))
     inputs_root = root if same_inputs else merkle_root(inputs["id"])
     content_hashes, source_idx, source_names = store.gather(rows, want_sources=True)
-    distinct = np.unique(content_hashes) if len(content_hashes) else np.empty(0, dtype=ID_DTYPE)
-    distinct = distinct[sort_ids(distinct)] if len(distinct) else distinct
-    content_root, content_nodes = level_nodes(distinct)
+    distinct = distinct_sorted(content_hashes)
+    content_root, content_nodes = upper_levels(distinct)
     weights = rows["w"].astype(np.float64)
     counts = np.bincount(source_idx, minlength=len(source_names))
     total, wsum = exact_sums(weights, source_idx, len(source_names))
@@ -83,11 +82,11 @@ def build_content(store: Store, corpus: str, rows: np.ndarray, inputs: np.ndarra
     backend = store.backend
     row_chunks = write_chunks(backend, rows)
     storage = {
-        "rows": {"chunks": row_chunks, "level": 13, "nodes": backend.put_bytes(nodes.tobytes())},
+        "rows": {"chunks": row_chunks, "level": CACHE_LEVEL, "nodes": backend.put_bytes(nodes.tobytes())},
         "inputs": {"chunks": row_chunks if same_inputs else write_chunks(backend, inputs)},
         "contents": {
             "chunks": write_chunks(backend, distinct),
-            "level": 13,
+            "level": CACHE_LEVEL,
             "nodes": backend.put_bytes(content_nodes.tobytes()),
         },
     }

@@ -16,7 +16,6 @@ import pyarrow as pa
 
 from ..hashing import ID_DTYPE
 from ..segments import hex_array
-from ..versions.manifest import RECORD_DTYPE
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -24,23 +23,36 @@ if TYPE_CHECKING:
 
 
 def _prefix(ids: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(ids, dtype=ID_DTYPE).view(">u8").reshape(-1, 4)[:, 0]
+    return np.ascontiguousarray(ids, dtype=ID_DTYPE).view(">u8").reshape(-1, 4)[:, 0].astype(np.uint64)
+
+
+def sorted_membership(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For two sorted arrays of distinct 32-byte ids: which of ``a`` are in ``b``, and which of ``b`` in ``a``.
+
+    One linear merge: a stable sort of the two concatenated 64-bit-prefix runs (timsort merges two
+    sorted runs in O(n)); equal neighbours are candidate matches, confirmed on all 32 bytes.
+    """
+    in_b = np.zeros(len(a), dtype=bool)
+    in_a = np.zeros(len(b), dtype=bool)
+    if len(a) == 0 or len(b) == 0:
+        return in_b, in_a
+    pa_, pb = _prefix(a), _prefix(b)
+    if (len(pa_) > 1 and bool(np.any(pa_[1:] == pa_[:-1]))) or (len(pb) > 1 and bool(np.any(pb[1:] == pb[:-1]))):
+        return np.isin(a, b), np.isin(b, a)  # shared prefixes within one side: the exact, slower path
+    both = np.concatenate([pa_, pb])
+    order = np.argsort(both, kind="stable")
+    merged = both[order]
+    hit = np.flatnonzero(merged[1:] == merged[:-1])
+    ia, ib = order[hit], order[hit + 1] - len(pa_)  # stable: a's element comes first
+    same = a[ia] == b[ib]
+    in_b[ia[same]] = True
+    in_a[ib[same]] = True
+    return in_b, in_a
 
 
 def member_mask(probe: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
-    """For each id of ``probe``, whether it is in ``sorted_ids`` (both 'S32'; ``sorted_ids`` sorted)."""
-    if len(probe) == 0 or len(sorted_ids) == 0:
-        return np.zeros(len(probe), dtype=bool)
-    pb = _prefix(sorted_ids)
-    if len(pb) > 1 and bool(np.any(pb[1:] == pb[:-1])):  # shared 64-bit prefixes: take the exact path
-        return np.isin(probe, sorted_ids)
-    pa_ = _prefix(probe)
-    idx = np.searchsorted(pb, pa_)
-    idx_c = np.minimum(idx, len(pb) - 1)
-    hit = (idx < len(pb)) & (pb[idx_c] == pa_)
-    if hit.any():
-        hit[hit] = sorted_ids[idx_c[hit]] == probe[hit]
-    return hit
+    """For each id of sorted ``probe``, whether it is in sorted ``sorted_ids``."""
+    return sorted_membership(probe, sorted_ids)[0]
 
 
 class ProvenanceSet:
@@ -92,26 +104,36 @@ class ProvenanceDiff:
         }
 
     @cached_property
-    def _records(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """(added records, removed records, chunks skipped as shared)."""
+    def _changed(self) -> tuple[list[list[Any]], list[list[Any]], np.ndarray, np.ndarray, int]:
+        """Chunks not shared by the two versions, masks of their added and removed ids, and how many
+        chunks were skipped as shared. Only ids are read here."""
         store = self._store
         ca = self.after.version.manifest["rows"]["chunks"]
         cb = self.before.version.manifest["rows"]["chunks"]
         shared = {c[0] for c in ca} & {c[0] for c in cb}
-        ra = store.chunks.load_all([c for c in ca if c[0] not in shared])
-        rb = store.chunks.load_all([c for c in cb if c[0] not in shared])
-        in_b = member_mask(ra["id"], rb["id"])
-        in_a = member_mask(rb["id"], ra["id"])
-        return ra[~in_b], rb[~in_a], len(shared)
+        ca = [c for c in ca if c[0] not in shared]
+        cb = [c for c in cb if c[0] not in shared]
+        ia, ib = store.chunks.load_ids(ca), store.chunks.load_ids(cb)
+        in_b, in_a = sorted_membership(ia, ib)
+        self._ids = (ia[~in_b], ib[~in_a])
+        return ca, cb, ~in_b, ~in_a, len(shared)
 
     @property
     def added_ids(self) -> np.ndarray:
         """Added row ids as a sorted numpy 'S32' array (raw bytes)."""
-        return self._records[0]["id"]
+        _ = self._changed
+        return self._ids[0]
 
     @property
     def removed_ids(self) -> np.ndarray:
-        return self._records[1]["id"]
+        _ = self._changed
+        return self._ids[1]
+
+    @cached_property
+    def _records(self) -> tuple[np.ndarray, np.ndarray]:
+        """Full records (id, weight, seg, row) of the added and removed rows."""
+        ca, cb, add, rem, _ = self._changed
+        return self._store.chunks.load_all(ca)[add], self._store.chunks.load_all(cb)[rem]
 
     @cached_property
     def rows_added(self) -> pa.Array:
@@ -123,7 +145,7 @@ class ProvenanceDiff:
 
     @property
     def chunks_shared(self) -> int:
-        return self._records[2]
+        return self._changed[4]
 
     @cached_property
     def changes_per_source(self) -> dict[str, dict[str, int]]:
@@ -166,4 +188,4 @@ class ProvenanceDiff:
         )
 
 
-__all__ = ["ProvenanceDiff", "ProvenanceSet", "RECORD_DTYPE", "member_mask"]
+__all__ = ["ProvenanceDiff", "ProvenanceSet", "member_mask", "sorted_membership"]

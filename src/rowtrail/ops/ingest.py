@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import IngestError, SourceNotFoundError
-from ..hashing import jcs, key_text, to_json_value
+from ..hashing import MAX_SAFE_INT, jcs, key_text, to_json_value
 from ..readers import Part, as_arrow_table, describe_table, is_path, plan_parts, read_part
 from ..segments import ATTR_PREFIX, CONTENT_SCHEMA, PARQUET_OPTS, PROVENANCE_BASE, ROW_GROUP_ROWS
 
@@ -221,6 +221,15 @@ def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | N
                 res.error = (part.name, line, "", reason)
                 break
             res.quarantine += [(part.name, line, "", reason, raw) for line, reason, raw in bad]
+            fast = _fast_batch(spec, batch.rows)
+            if fast is not None:
+                cols, attr_vals, hashes = fast
+                cols["origin_line"] = batch.lines
+                for sid in cols["source_id"]:
+                    res.sources[sid] = res.sources.get(sid, 0) + 1
+                writer.write(cols, attr_vals, hashes, cols["origin_line"], part.name)
+                res.rows += len(cols["row_id"])
+                continue
             for line, row in zip(batch.lines, batch.rows):
                 fld = ""
                 try:
@@ -315,6 +324,67 @@ def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | N
     if wrote:
         res.provenance, res.content = writer.prov_path, writer.content_path
     return res
+
+
+def _fast_batch(spec: IngestSpec, rows: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, list[bytes]]] | None:
+    """The common case, column by column in comprehensions (about twice as fast as the row loop):
+    declared ASCII content fields holding strings, string or safe-integer keys, known sources. Any
+    surprise returns None and the batch goes through the row loop, which names the bad line."""
+    cf = spec.content_fields
+    if not cf or not all(f.isascii() for f in cf) or spec.hash_fields or spec.binary_fields:
+        return None
+    sha, dumps, sort = hashlib.sha256, orjson.dumps, orjson.OPT_SORT_KEYS
+    try:
+        contents = [{f: r[f] for f in cf} for r in rows]
+        if {type(v) for c in contents for v in c.values()} != {str}:
+            return None
+        if spec.source is not None:
+            sids = [spec.source] * len(rows)
+        else:
+            sf = spec.source_field
+            sids = [r[sf] for r in rows]
+        snaps_map = spec.snapshots
+        if not all(type(s) is str and s in snaps_map for s in set(sids)):
+            return None
+        bodies = [dumps(c, option=sort) for c in contents]
+    except (KeyError, TypeError, orjson.JSONEncodeError):
+        return None
+    chs = [sha(b).digest() for b in bodies]
+    chx = [h.hex() for h in chs]
+    if spec.key_field is None:
+        keys = chx
+    else:
+        kf = spec.key_field
+        try:
+            keys = [r[kf] for r in rows]
+        except KeyError:
+            return None
+        kinds = {type(k) for k in keys}
+        if kinds == {int}:
+            if any(not -MAX_SAFE_INT <= k <= MAX_SAFE_INT for k in keys):
+                return None
+            keys = [str(k) for k in keys]
+        elif kinds != {str} or "" in keys:
+            return None
+    try:
+        rids = [sha(dumps([s, k, x])).digest() for s, k, x in zip(sids, keys, chx)]
+    except orjson.JSONEncodeError:
+        return None
+    attr_vals: dict[str, list[Any]] = {}
+    for a, c in spec.attributes:
+        vals = [r.get(c) for r in rows]
+        if not {type(v) for v in vals} <= {str, int, float, bool, type(None)}:
+            return None
+        attr_vals[a] = vals
+    cols = {
+        "row_id": rids,
+        "source_id": sids,
+        "source_snapshot": [snaps_map[s] for s in sids],
+        "source_key": keys,
+        "content_sha256": chs,
+        "content": bodies,
+    }
+    return cols, attr_vals, {}
 
 
 def _raw_text(row: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """Prove: RFC 9162 inclusion proofs, and exclusion proofs in sorted trees (DESIGN format 9).
 
-A version's manifest keeps the Merkle nodes at level 13, so a proof hashes only the ≤ 8,192 leaves of
-the block that holds the row, then climbs the stored nodes: its cost does not grow with the corpus.
+A version's manifest keeps the Merkle tree's levels from level 10 up, so a proof hashes only the
+≤ 1,024 leaves of the block that holds the row and reads the rest of its path: its cost does not grow
+with the corpus.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import numpy as np
 
 from ..errors import ProofError
 from ..hashing import ID_DTYPE, audit_path_from_levels, merkle_levels, verify_exclusion, verify_inclusion
-from ..versions.manifest import RECORD_DTYPE, find_in_chunks, levels_over_nodes
+from ..versions.manifest import find_in_chunks, split_levels
 
 if TYPE_CHECKING:
     from ..store import Store
 
 TREES = {
-    False: ("rows", "row_id", "merkle_root", RECORD_DTYPE),
-    True: ("contents", "content_sha256", "content_root", ID_DTYPE),
+    False: ("rows", "row_id", "merkle_root"),
+    True: ("contents", "content_sha256", "content_root"),
 }
 
 
@@ -36,18 +37,17 @@ class TreeView:
     def __init__(self, store: Store, version_id: str, content: bool):
         self.store = store
         self.version_id = version_id
-        self.part, self.leaf_key, self.root_key, self.dtype = TREES[content]
+        self.part, self.leaf_key, self.root_key = TREES[content]
         man = store.manifest(version_id)
         self.tree = man[self.part]
         self.root = man["record"]["content"][self.root_key]
         self.chunks = self.tree["chunks"]
         self.cum = np.concatenate([[0], np.cumsum([c[1] for c in self.chunks], dtype=np.int64)])
         self.size = int(self.cum[-1])
-        self.level = int(self.tree.get("level", 13))
+        self.level = int(self.tree["level"])
 
     def ids(self, i: int) -> np.ndarray:
-        arr = self.store.chunks.get(self.chunks[i][0], self.dtype)
-        return arr["id"] if arr.dtype.names else arr
+        return self.store.chunks.ids(self.chunks[i][0], self.chunks[i][1])
 
     def locate(self, probe_hex: str) -> tuple[int, bool]:
         """(insertion index in the whole tree, present?)."""
@@ -77,9 +77,9 @@ class TreeView:
         lo, hi = b * block, min((b + 1) * block, self.size)
         leaves = self.leaves(lo, hi)
         path = audit_path_from_levels(merkle_levels(leaves), index - lo)
-        nodes = np.frombuffer(self.store.backend.read_bytes(self.tree["nodes"]), dtype=ID_DTYPE)
-        if len(nodes) > 1:
-            path += audit_path_from_levels(levels_over_nodes(nodes), b)
+        if self.size > block:
+            nodes = np.frombuffer(self.store.backend.read_bytes(self.tree["nodes"]), dtype=ID_DTYPE)
+            path += audit_path_from_levels(split_levels(nodes, self.size, self.level), b)
         return {
             self.leaf_key: leaves[index - lo : index - lo + 1].tobytes().hex(),
             "leaf_index": index,

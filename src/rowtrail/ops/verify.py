@@ -21,11 +21,11 @@ import orjson
 import pyarrow.parquet as pq
 
 from ..errors import RowtrailError, SigningError
-from ..hashing import ID_DTYPE, exact_sums, jcs, weights_sha256
+from ..hashing import distinct_sorted, exact_sums, jcs, weights_sha256
 from ..segments import ids_column_to_numpy
 from ..versions import signing
 from ..versions.journal import State
-from ..versions.manifest import RECORD_DTYPE, chunk_cuts, level_nodes
+from ..versions.manifest import CACHE_LEVEL, chunk_cuts, decode_chunk, upper_levels
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -183,16 +183,18 @@ def _check_version(store: Store, rep: VerifyReport, state: State, vid: str, keys
         rep.problem(label, "is unsigned (committed with --no-sign); pass --allow-unsigned to accept unsigned versions")
     # rows
     try:
-        recs = _load_chunks(store, rep, label, man["rows"]["chunks"], RECORD_DTYPE)
-        contents = _load_chunks(store, rep, label, man["contents"]["chunks"], np.dtype(ID_DTYPE))
-        inputs = recs if man["inputs"]["chunks"] == man["rows"]["chunks"] else _load_chunks(store, rep, label, man["inputs"]["chunks"], RECORD_DTYPE)
+        recs = _load_chunks(store, rep, label, man["rows"]["chunks"], True)
+        contents = _load_chunks(store, rep, label, man["contents"]["chunks"], False)
+        inputs = recs if man["inputs"]["chunks"] == man["rows"]["chunks"] else _load_chunks(store, rep, label, man["inputs"]["chunks"], True)
     except (RowtrailError, KeyError, ValueError) as exc:
         rep.problem(label, f"chunks unreadable: {exc}")
         return
     if recs is None or contents is None or inputs is None:
         return
     ids = recs["id"]
-    root, nodes = level_nodes(ids)
+    if man["rows"].get("level") != CACHE_LEVEL or man["contents"].get("level") != CACHE_LEVEL:
+        rep.problem(label, f"its Merkle node cache is not at level {CACHE_LEVEL}")
+    root, nodes = upper_levels(ids)
     if root != content.get("merkle_root"):
         rep.problem(label, "merkle_root does not match its rows")
     if man["rows"].get("nodes") in present and store.backend.read_bytes(man["rows"]["nodes"]) != nodes.tobytes():
@@ -202,17 +204,19 @@ def _check_version(store: Store, rep: VerifyReport, state: State, vid: str, keys
     weights = recs["w"].astype(np.float64)
     if weights_sha256(ids, weights) != content.get("weights_sha256"):
         rep.problem(label, "weights_sha256 does not match its rows")
-    if (inputs is recs and root != content.get("inputs_root")) or (inputs is not recs and level_nodes(inputs["id"])[0] != content.get("inputs_root")):
+    if (inputs is recs and root != content.get("inputs_root")) or (inputs is not recs and upper_levels(inputs["id"])[0] != content.get("inputs_root")):
         rep.problem(label, "inputs_root does not match its inputs")
-    croot, cnodes = level_nodes(contents)
+    croot, cnodes = upper_levels(contents)
     if croot != content.get("content_root"):
         rep.problem(label, "content_root does not match its content hashes")
+    if man["contents"].get("nodes") in present and store.backend.read_bytes(man["contents"]["nodes"]) != cnodes.tobytes():
+        rep.problem(label, "the stored Merkle nodes do not match its content hashes")
     try:
         hashes, src, names = store.gather(recs, want_sources=True)
     except (RowtrailError, IndexError, OSError) as exc:
         rep.problem(label, f"cannot read its rows' provenance: {exc}")
         return
-    distinct = np.unique(hashes) if len(hashes) else hashes
+    distinct = distinct_sorted(hashes)
     if len(distinct) != len(contents) or not np.array_equal(distinct, contents):
         rep.problem(label, "its content hash list is not the distinct content hashes of its rows")
     counts = np.bincount(src, minlength=len(names))
@@ -226,20 +230,23 @@ def _check_version(store: Store, rep: VerifyReport, state: State, vid: str, keys
     rep.checked["versions"] += 1
 
 
-def _load_chunks(store: Store, rep: VerifyReport, label: str, chunks: list[list[Any]], dtype: np.dtype) -> np.ndarray | None:
+def _load_chunks(store: Store, rep: VerifyReport, label: str, chunks: list[list[Any]], records: bool) -> np.ndarray | None:
     parts = []
+    width = 48 if records else 32
     for digest, count, first, last in chunks:
         raw = store.backend.read_bytes(digest)
-        if len(raw) != count * dtype.itemsize:
-            rep.problem(label, f"chunk {digest[:16]}… holds {len(raw)} bytes, not {count} records")
+        if len(raw) != count * width:
+            rep.problem(label, f"chunk {digest[:16]}… holds {len(raw)} bytes, not {count} rows")
             return None
-        arr = np.frombuffer(raw, dtype=dtype)
-        ids = arr["id"] if arr.dtype.names else arr
+        arr = decode_chunk(raw, records)
+        ids = arr["id"] if records else arr
         if count and (ids[:1].tobytes().hex() != first or ids[-1:].tobytes().hex() != last):
             rep.problem(label, f"chunk {digest[:16]}… does not span the range its manifest states")
         parts.append(arr)
-    arr = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
-    ids = arr["id"] if arr.dtype.names else arr
+    if not parts:
+        return decode_chunk(b"", records)
+    arr = np.concatenate(parts)
+    ids = arr["id"] if records else arr
     if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
         rep.problem(label, "ids are not strictly sorted (duplicated or out of order)")
         return None

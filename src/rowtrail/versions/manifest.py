@@ -1,11 +1,16 @@
 """Version manifests and the chunked, sorted id lists they point to.
 
-A version's rows are a sorted list of 48-byte records ``(row_id[32], weight: f64 BE, seg: u32 BE,
-row: u32 BE)`` — the row id, its weight, and where its provenance and content live (segment number and
-row index). The list is cut into chunks by content: a chunk ends after every id whose last four bytes,
-read as a big-endian integer, are ≡ 0 mod ``CHUNK_MODULUS``. Boundaries depend only on the ids, so two
-versions that share most rows share most chunk objects, and a diff skips chunks with equal digests.
-A version's distinct content hashes are chunked the same way (32-byte records).
+A version's rows are a sorted list of ``(row_id, weight, seg, row)`` — the row id, its weight, and where
+its provenance and content live (segment number and row index). The list is cut into chunks by content:
+a chunk ends after every id whose last four bytes, read as a big-endian integer, are ≡ 0 mod
+``CHUNK_MODULUS``. Boundaries depend only on the ids, so two versions that share most rows share most
+chunk objects, and a diff skips chunks with equal digests. A chunk of n rows is stored column by
+column: n 32-byte ids, then n weights (f64 big-endian), n segment numbers and n row indexes (u32
+big-endian) — so the ids alone are one contiguous read. A version's distinct content hashes are chunked
+the same way (n 32-byte hashes, nothing else).
+
+``nodes`` objects keep the Merkle tree's levels from ``CACHE_LEVEL`` up to the root, concatenated, so an
+inclusion proof hashes at most 2^CACHE_LEVEL leaves and reads the rest of its path.
 
 The chunking never changes the digests in the version content (DESIGN format 6); it only decides how
 the same sorted list is stored.
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
 
 RECORD_DTYPE = np.dtype([("id", "S32"), ("w", ">f8"), ("seg", ">u4"), ("row", ">u4")])
 CHUNK_MODULUS = 1 << 13
-CACHE_LEVEL = 13  # manifests keep the Merkle nodes of this level, so a proof hashes ≤ 2^13 leaves
+CACHE_LEVEL = 10  # manifests keep the Merkle levels from here up, so a proof hashes ≤ 2^10 leaves
 
 
 def empty_records() -> np.ndarray:
@@ -43,17 +48,44 @@ def chunk_cuts(ids: np.ndarray) -> np.ndarray:
     return ends.astype(np.int64)
 
 
+def encode_chunk(arr: np.ndarray) -> bytes:
+    """Bytes of a chunk: ids, then (for row records) weights, segments and rows, column by column."""
+    if not arr.dtype.names:
+        return np.ascontiguousarray(arr, dtype=ID_DTYPE).tobytes()
+    return b"".join(
+        [
+            np.ascontiguousarray(arr["id"], dtype=ID_DTYPE).tobytes(),
+            arr["w"].astype(">f8").tobytes(),
+            arr["seg"].astype(">u4").tobytes(),
+            arr["row"].astype(">u4").tobytes(),
+        ]
+    )
+
+
+def decode_chunk(raw: bytes, records: bool = True) -> np.ndarray:
+    width = RECORD_DTYPE.itemsize if records else 32
+    if len(raw) % width:
+        from ..errors import StoreError
+
+        raise StoreError(f"a chunk of {len(raw)} bytes is not a whole number of {width}-byte rows; run 'rowtrail verify'")
+    n = len(raw) // width
+    if not records:
+        return np.frombuffer(raw, dtype=ID_DTYPE, count=n)
+    out = np.empty(n, dtype=RECORD_DTYPE)
+    out["id"] = np.frombuffer(raw, dtype=ID_DTYPE, count=n)
+    out["w"] = np.frombuffer(raw, dtype=">f8", count=n, offset=32 * n)
+    out["seg"] = np.frombuffer(raw, dtype=">u4", count=n, offset=40 * n)
+    out["row"] = np.frombuffer(raw, dtype=">u4", count=n, offset=44 * n)
+    return out
+
+
 def write_chunks(backend: LocalBackend, arr: np.ndarray) -> list[list[Any]]:
     """Store a sorted record (or id) array as chunks; returns ``[[digest, count, first_hex, last_hex]…]``."""
-    if arr.dtype.names:
-        # numpy concatenation yields native byte order; chunks are always written big-endian
-        arr = arr.astype(RECORD_DTYPE, copy=False)
     ids = arr["id"] if arr.dtype.names else arr
     out = []
     start = 0
     for end in chunk_cuts(ids):
-        part = np.ascontiguousarray(arr[start:end])
-        digest = backend.put_bytes(part.tobytes())
+        digest = backend.put_bytes(encode_chunk(arr[start:end]))
         out.append([digest, int(end - start), id_bytes(ids, start).hex(), id_bytes(ids, int(end) - 1).hex()])
         start = int(end)
     return out
@@ -65,29 +97,35 @@ class ChunkCache:
     def __init__(self, backend: LocalBackend, capacity: int = 512):
         self.backend = backend
         self.capacity = capacity
-        self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._items: OrderedDict[tuple[str, bool], np.ndarray] = OrderedDict()
 
-    def get(self, digest: str, dtype: np.dtype = RECORD_DTYPE) -> np.ndarray:
-        key = (digest, dtype.str)
+    def get(self, digest: str, records: bool = True) -> np.ndarray:
+        key = (digest, records)
         hit = self._items.get(key)
         if hit is not None:
             self._items.move_to_end(key)
             return hit
-        raw = self.backend.read_bytes(digest)
-        if len(raw) % dtype.itemsize:
-            from ..errors import StoreError
-
-            raise StoreError(f"chunk {digest} has {len(raw)} bytes, not a whole number of records; run 'rowtrail verify'")
-        arr = np.frombuffer(raw, dtype=dtype)
+        arr = decode_chunk(self.backend.read_bytes(digest), records)
         self._items[key] = arr
         if len(self._items) > self.capacity:
             self._items.popitem(last=False)
         return arr
 
-    def load_all(self, chunks: list[list[Any]], dtype: np.dtype = RECORD_DTYPE) -> np.ndarray:
+    def ids(self, digest: str, count: int) -> np.ndarray:
+        """Just the ids of a chunk (row or content chunk): its first 32·count bytes."""
+        with open(self.backend.object_path(digest), "rb") as fh:
+            raw = fh.read(32 * count)
+        return np.frombuffer(raw, dtype=ID_DTYPE)
+
+    def load_all(self, chunks: list[list[Any]], records: bool = True) -> np.ndarray:
         if not chunks:
-            return np.empty(0, dtype=dtype)
-        return np.concatenate([self.get(c[0], dtype) for c in chunks])
+            return empty_records() if records else np.empty(0, dtype=ID_DTYPE)
+        return np.concatenate([self.get(c[0], records) for c in chunks])
+
+    def load_ids(self, chunks: list[list[Any]]) -> np.ndarray:
+        if not chunks:
+            return np.empty(0, dtype=ID_DTYPE)
+        return np.concatenate([self.ids(c[0], c[1]) for c in chunks])
 
 
 def find_in_chunks(chunks: list[list[Any]], probe_hex: str) -> int | None:
@@ -102,28 +140,43 @@ def find_in_chunks(chunks: list[list[Any]], probe_hex: str) -> int | None:
     return lo if lo < len(chunks) else None
 
 
-def level_nodes(ids: np.ndarray, level: int = CACHE_LEVEL) -> tuple[str, np.ndarray]:
-    """The Merkle root of ``ids`` and the node hashes at ``level`` (each covers 2^level leaves)."""
+def level_sizes(n: int, level: int = CACHE_LEVEL) -> list[int]:
+    """Sizes of the stored levels (``level`` up to the root) of a tree over n leaves."""
+    if n == 0:
+        return [1]
+    size = -(-n // (1 << level))
+    if n <= (1 << level):
+        return [1]
+    sizes = [size]
+    while sizes[-1] > 1:
+        sizes.append(-(-sizes[-1] // 2))
+    return sizes
+
+
+def upper_levels(ids: np.ndarray, level: int = CACHE_LEVEL) -> tuple[str, np.ndarray]:
+    """The Merkle root of ``ids`` and its levels from ``level`` up to the root, concatenated."""
     if len(ids) == 0:
         from ..hashing import EMPTY_ROOT
 
-        return EMPTY_ROOT.hex(), np.empty(0, dtype=ID_DTYPE)
+        return EMPTY_ROOT.hex(), np.frombuffer(EMPTY_ROOT, dtype=ID_DTYPE)
     cur = leaf_hashes(ids)
-    kept = cur if level == 0 else None
     depth = 0
+    kept: list[np.ndarray] = [cur] if level == 0 else []
     while len(cur) > 1:
         cur = _next_level(cur)
         depth += 1
-        if depth == level:
-            kept = cur
-    if kept is None:  # the tree is shorter than the cached level: keep its root as the single node
-        kept = cur
-    return id_bytes(cur, 0).hex(), kept
+        if depth >= level:
+            kept.append(cur)
+    if len(ids) <= (1 << level):
+        kept = [cur]
+    return id_bytes(cur, 0).hex(), np.concatenate(kept)
 
 
-def levels_over_nodes(nodes: np.ndarray) -> list[np.ndarray]:
-    """Levels of the tree above already-hashed nodes (no leaf hashing), nodes first."""
-    levels = [nodes]
-    while len(levels[-1]) > 1:
-        levels.append(_next_level(levels[-1]))
-    return levels
+def split_levels(nodes: np.ndarray, n: int, level: int = CACHE_LEVEL) -> list[np.ndarray]:
+    out, at = [], 0
+    for size in level_sizes(n, level):
+        out.append(nodes[at : at + size])
+        at += size
+    return out
+
+
