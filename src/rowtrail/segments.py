@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
@@ -38,7 +39,10 @@ PROVENANCE_BASE = pa.schema(
     ]
 )
 CONTENT_SCHEMA = pa.schema([("row_id", ID), ("content", pa.string())])
-ROW_GROUP_ROWS = 16_384  # small row groups keep single-row reads (trace, prove) cheap
+# Small row groups keep single-row reads (trace, why, rows of one source) cheap: a lookup reads one
+# group. Content rows are large (whole documents), so their groups are smaller still.
+ROW_GROUP_ROWS = 4096
+CONTENT_ROW_GROUP_ROWS = 1024
 # Ids and hashes are random (dictionaries and heavy codecs only cost time on them); snappy is the
 # fastest codec that still shrinks text well. Low-cardinality columns get dictionaries.
 PARQUET_OPTS: dict[str, Any] = {
@@ -113,6 +117,34 @@ def read_rows_at(path: str, rows: np.ndarray, columns: list[str] | None = None) 
 
 def parquet_write(table: pa.Table, path: str) -> None:
     pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTS)
+
+
+@lru_cache(maxsize=4096)
+def _group_ranges(path: str, column: str) -> tuple[tuple[bytes | None, bytes | None, int], ...]:
+    """(min, max, rows) of ``column`` in each row group of an immutable Parquet object."""
+    md = pq.ParquetFile(path).metadata
+    idx = md.schema.to_arrow_schema().get_field_index(column)
+    out = []
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        st = rg.column(idx).statistics
+        if st is not None and st.has_min_max:
+            out.append((st.min, st.max, rg.num_rows))
+        else:
+            out.append((None, None, rg.num_rows))
+    return tuple(out)
+
+
+def lookup(path: str, column: str, value: bytes) -> pa.Table:
+    """Rows of a Parquet object whose ``column`` equals ``value``, reading only the row groups whose
+    statistics admit it (objects are immutable, so their statistics are cached)."""
+    groups = [g for g, (lo, hi, _) in enumerate(_group_ranges(path, column)) if lo is None or lo <= value <= hi]
+    if not groups:
+        return pq.ParquetFile(path).schema_arrow.empty_table()
+    table = pq.ParquetFile(path).read_row_groups(groups)
+    col = table.column(column)
+    mask = pa.compute.equal(col, pa.scalar(value, col.type))
+    return table.filter(mask)
 
 
 def object_path(backend: LocalBackend, digest: str) -> str:

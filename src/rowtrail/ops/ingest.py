@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 
 from ..errors import IngestError, SourceNotFoundError
 from ..hashing import MAX_SAFE_INT, jcs, key_text, to_json_value
-from ..readers import Part, as_arrow_table, describe_table, is_path, plan_parts, read_part
-from ..segments import ATTR_PREFIX, CONTENT_SCHEMA, PARQUET_OPTS, PROVENANCE_BASE, ROW_GROUP_ROWS
+from ..readers import TABLE_SPLIT_ROWS, Part, as_arrow_table, describe_table, is_path, plan_parts, read_part
+from ..segments import ATTR_PREFIX, CONTENT_ROW_GROUP_ROWS, CONTENT_SCHEMA, PARQUET_OPTS, PROVENANCE_BASE, ROW_GROUP_ROWS
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -124,7 +124,7 @@ class _PartWriter:
             self.content_writer = pq.ParquetWriter(self.content_path, CONTENT_SCHEMA, **PARQUET_OPTS)
         self.prov_writer.write_table(prov, row_group_size=ROW_GROUP_ROWS)
         assert self.content_writer is not None
-        self.content_writer.write_table(content, row_group_size=ROW_GROUP_ROWS)
+        self.content_writer.write_table(content, row_group_size=CONTENT_ROW_GROUP_ROWS)
 
     def close(self) -> bool:
         if self.prov_writer is None:
@@ -550,6 +550,7 @@ def ingest(
     if not items:
         raise IngestError("nothing to ingest: give at least one file or table")
     workers = default_workers() if workers is None else workers
+    spill: list[str] = []  # temporary files that hand in-memory tables to workers
     parts: list[Part] = []
     tables: list[Any] = []
     for item in items:
@@ -559,8 +560,12 @@ def ingest(
                 raise IngestError("no such file", path)
             parts += plan_parts(path, workers)
         else:
-            tables.append(as_arrow_table(item))
-            parts.append(Part(name=describe_table(item), fmt="table", table_index=len(tables) - 1))
+            table = as_arrow_table(item)
+            if workers > 1 and table.num_rows >= TABLE_SPLIT_ROWS:
+                parts += _table_parts(store, table, describe_table(item), workers, spill)
+            else:
+                tables.append(table)
+                parts.append(Part(name=describe_table(item), fmt="table", table_index=len(tables) - 1))
     at = now_rfc3339()
     opts = {
         "key_field": key_field,
@@ -595,10 +600,11 @@ def ingest(
         if progress:
             progress("read", done[0], len(parts))
 
-    results = run_parts(spec, parts, tables, workers, tick)
-    hasher.join()
-    tmp_files = [p for r in results for p in (r.provenance, r.content) if p]
+    tmp_files = spill
     try:
+        results = run_parts(spec, parts, tables, workers, tick)
+        hasher.join()
+        tmp_files = [p for r in results for p in (r.provenance, r.content) if p] + spill
         errors = [r.error for r in results if r.error]
         if errors:
             f, line, fld, msg = min(errors, key=lambda e: (e[0], e[1]))
@@ -628,6 +634,16 @@ def ingest(
         for p in tmp_files:
             if os.path.exists(p):
                 os.unlink(p)
+
+
+def _table_parts(store: Store, table: pa.Table, name: str, workers: int, spill: list[str]) -> list[Part]:
+    path = str(store.backend.new_tmp_path(".arrow"))
+    spill.append(path)
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    n = max(workers, -(-table.num_rows // TABLE_SPLIT_ROWS))
+    cuts = [table.num_rows * i // n for i in range(n + 1)]
+    return [Part(name=name, path=path, fmt="ipc", start=a, end=b, first_line=a) for a, b in zip(cuts, cuts[1:])]
 
 
 def _hash_files(paths: list[Any], out: dict[str, str]) -> None:
@@ -681,7 +697,7 @@ def _drop_rows(results: list[PartResult], drop: set[tuple[str, int]]) -> list[Pa
         mask = pa.array(keep)
         prov, content = prov.filter(mask), content.filter(mask)
         pq.write_table(prov, r.provenance, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTS)
-        pq.write_table(content, r.content, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTS)
+        pq.write_table(content, r.content, row_group_size=CONTENT_ROW_GROUP_ROWS, **PARQUET_OPTS)
         r.rows = prov.num_rows
         counts = prov.group_by("source_id").aggregate([("source_id", "count")])
         r.sources = dict(zip(counts.column("source_id").to_pylist(), counts.column("source_id_count").to_pylist()))

@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import RefError
 from ..hashing import ID_DTYPE
-from ..segments import read_rows_at
+from ..segments import lookup, read_rows_at
 from ..versions.manifest import find_in_chunks
 from .prove import normalize_id
 
@@ -68,7 +67,7 @@ def _row_dict(table: pa.Table) -> dict[str, Any]:
 def _matches(store: Store, digest: str | None, column: str, raw: bytes) -> list[dict[str, Any]]:
     if not digest:
         return []
-    table = pq.read_table(store.backend.object_path(digest), filters=[(column, "=", raw)])
+    table = lookup(str(store.backend.object_path(digest)), column, raw)
     return [_row_dict(table.slice(i, 1)) for i in range(table.num_rows)]
 
 
@@ -81,7 +80,7 @@ def trace(store: Store, row_id: str) -> dict[str, Any]:
     seg, row = where
     segment = state.segments[seg]
     prov = _row_dict(read_rows_at(str(store.backend.object_path(segment.provenance)), np.array([row])))
-    content_row = read_rows_at(str(store.backend.object_path(segment.content)), np.array([row]))
+    content_row = read_rows_at(str(store.backend.object_path(segment.content)), np.array([row]), columns=["content"])
     content = orjson.loads(content_row.column("content")[0].as_py())
     source = state.sources[prov["source_id"]]
     ingest = state.ingests.get(segment.ingest_id, {})

@@ -21,6 +21,7 @@ import orjson
 
 BATCH_ROWS = 20_000
 READ_BLOCK = 8 << 20
+TABLE_SPLIT_ROWS = 200_000  # in-memory tables larger than this are handed to workers in slices
 SPLIT_BYTES = 64 << 20  # JSONL files larger than this are read in parallel byte ranges
 PART_BYTES = 128 << 20  # ... of about this size (more parts than workers balance the load)
 
@@ -39,8 +40,8 @@ class Part:
 
     name: str  # what errors and provenance call it
     path: str | None = None
-    fmt: str = "jsonl"  # jsonl | csv | parquet | table
-    start: int = 0
+    fmt: str = "jsonl"  # jsonl | csv | parquet | table | ipc
+    start: int = 0  # byte offset (jsonl) or row index (ipc)
     end: int = -1
     first_line: int = 1
     table_index: int = 0  # index into the in-memory tables handed to the reader
@@ -122,6 +123,12 @@ def read_part(part: Part, tables: list[Any] | None = None, batch_rows: int = BAT
     elif part.fmt == "table":
         assert tables is not None
         yield from _read_arrow_batches(part.name, tables[part.table_index].to_batches(max_chunksize=batch_rows))
+    elif part.fmt == "ipc":  # a slice of an in-memory table handed to a worker through a temporary file
+        import pyarrow as pa
+
+        with pa.memory_map(part.path) as source:
+            table = pa.ipc.open_file(source).read_all().slice(part.start, part.end - part.start)
+            yield from _read_arrow_batches(part.name, table.to_batches(max_chunksize=batch_rows), part.start)
     else:  # pragma: no cover - plan_parts only makes the formats above
         raise ValueError(part.fmt)
 
@@ -197,8 +204,7 @@ def _read_csv(part: Part, batch_rows: int) -> Iterator[RawBatch]:
             yield batch
 
 
-def _read_arrow_batches(name: str, batches: Any) -> Iterator[RawBatch]:
-    offset = 0
+def _read_arrow_batches(name: str, batches: Any, offset: int = 0) -> Iterator[RawBatch]:
     for rb in batches:
         rows = rb.to_pylist(maps_as_pydicts="strict")  # a map is an object (format 1), not a list of pairs
         yield RawBatch(name, list(range(offset, offset + len(rows))), rows)
