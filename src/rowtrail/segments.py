@@ -138,7 +138,7 @@ def _group_ranges(path: str, column: str) -> tuple[tuple[bytes | None, bytes | N
 def lookup(path: str, column: str, value: bytes) -> pa.Table:
     """Rows of a Parquet object whose ``column`` equals ``value``, reading only the row groups whose
     statistics admit it (objects are immutable, so their statistics are cached)."""
-    groups = [g for g, (lo, hi, _) in enumerate(_group_ranges(path, column)) if lo is None or lo <= value <= hi]
+    groups = [g for g, (lo, hi, _) in enumerate(_group_ranges(path, column)) if lo is None or hi is None or lo <= value <= hi]
     if not groups:
         return pq.ParquetFile(path).schema_arrow.empty_table()
     table = pq.ParquetFile(path).read_row_groups(groups)

@@ -492,8 +492,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except Exception as exc:
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):  # click usage errors (exit 2)
-            exc.show()
-            sys.exit(exc.exit_code)
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
             render.err.print(f"[red]error:[/red] {escape(str(exc))}")
             sys.exit(1)

@@ -341,7 +341,7 @@ def _fast_batch(spec: IngestSpec, rows: list[dict[str, Any]]) -> tuple[dict[str,
         if spec.source is not None:
             sids = [spec.source] * len(rows)
         else:
-            sf = spec.source_field
+            sf = spec.source_field or ""
             sids = [r[sf] for r in rows]
         snaps_map = spec.snapshots
         if not all(type(s) is str and s in snaps_map for s in set(sids)):
@@ -361,7 +361,7 @@ def _fast_batch(spec: IngestSpec, rows: list[dict[str, Any]]) -> tuple[dict[str,
             return None
         kinds = {type(k) for k in keys}
         if kinds == {int}:
-            if any(not -MAX_SAFE_INT <= k <= MAX_SAFE_INT for k in keys):
+            if any(not -MAX_SAFE_INT <= k <= MAX_SAFE_INT for k in keys):  # type: ignore[operator]
                 return None
             keys = [str(k) for k in keys]
         elif kinds != {str} or "" in keys:
@@ -376,7 +376,7 @@ def _fast_batch(spec: IngestSpec, rows: list[dict[str, Any]]) -> tuple[dict[str,
         if not {type(v) for v in vals} <= {str, int, float, bool, type(None)}:
             return None
         attr_vals[a] = vals
-    cols = {
+    cols: dict[str, list[Any]] = {
         "row_id": rids,
         "source_id": sids,
         "source_snapshot": [snaps_map[s] for s in sids],

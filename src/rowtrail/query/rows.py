@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,7 +39,7 @@ def rows(store: Store, ref: str, source: str | None = None, corpus: str = "main"
         recs = recs[:limit]
     parts = []
     order = np.argsort(recs["seg"], kind="stable")
-    bounds = np.flatnonzero(np.diff(recs["seg"][order])) + 1 if len(recs) else []
+    bounds: Any = np.flatnonzero(np.diff(recs["seg"][order])) + 1 if len(recs) else []
     for idx in np.split(order, bounds) if len(recs) else []:
         segment = store.state.segments[int(recs["seg"][idx[0]])]
         at = recs["row"][idx].astype(np.int64)

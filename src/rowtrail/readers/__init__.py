@@ -181,7 +181,7 @@ def _read_jsonl(part: Part, batch_rows: int) -> Iterator[RawBatch]:
 
 def _read_csv(part: Part, batch_rows: int) -> Iterator[RawBatch]:
     with _open_binary(part.path) as fb:  # type: ignore[arg-type]
-        text = io.TextIOWrapper(fb, encoding="utf-8", newline="")
+        text = io.TextIOWrapper(fb, encoding="utf-8", newline="")  # type: ignore[type-var]
         reader = csv.reader(text)
         try:
             header = next(reader)

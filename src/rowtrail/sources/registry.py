@@ -7,6 +7,7 @@ refreshing and importing sources are journal entries; a refresh records a new sn
 
 from __future__ import annotations
 
+import builtins
 import csv
 import difflib
 import io
@@ -196,7 +197,7 @@ class SourceRegistry:
     def __contains__(self, source_id: object) -> bool:
         return source_id in self._store.state.sources
 
-    def import_(self, path: str | Path, update: bool = False) -> list[SourceRecord]:
+    def import_(self, path: str | Path, update: bool = False) -> builtins.list[SourceRecord]:
         """Register many sources from a CSV or JSONL list in one journal entry (all or nothing)."""
         from ..versions.journal import now_rfc3339
 
