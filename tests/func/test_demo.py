@@ -1,0 +1,28 @@
+"""The README's first command ends by running examples/demo.sh: keep it working (and quick)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(shutil.which("rowtrail") is None, reason="the rowtrail command is not installed on PATH")
+def test_demo_script_runs_end_to_end(tmp_path):
+    env = dict(os.environ, ROWTRAIL_DEMO_DIR=str(tmp_path), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env.pop("ROWTRAIL_SIGNING_KEY", None)
+    start = time.monotonic()
+    p = subprocess.run(["bash", str(ROOT / "examples" / "demo.sh")], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert time.monotonic() - start < 120
+    out = p.stdout
+    assert "+110 rows" in out and "sources added: crawl-2024-09" in out  # the diff
+    assert "inclusion proof verifies" in out and "exclusion proof verifies" in out
+    assert "OK:" in out  # verify
