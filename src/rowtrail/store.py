@@ -131,6 +131,22 @@ class Store:
             self._columns.popitem(last=False)
         return arr
 
+    def segment_codes(self, seg: int, column: str) -> tuple[np.ndarray, list[str]]:
+        """A low-cardinality string column of a segment as (int codes per row, distinct values), cached."""
+        key = (seg, f"codes:{column}")
+        hit = self._columns.get(key)
+        if hit is None:
+            segment = self.state.segments[seg]
+            col = pq.read_table(self.backend.object_path(segment.provenance), columns=[column]).column(column)
+            enc = col.combine_chunks().dictionary_encode()
+            hit = np.empty(2, dtype=object)
+            hit[0] = enc.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+            hit[1] = enc.dictionary.to_pylist()
+            self._columns[key] = hit
+            if len(self._columns) > 64:
+                self._columns.popitem(last=False)
+        return hit[0], hit[1]
+
     def gather(self, rows: np.ndarray, want_sources: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Content hashes (aligned with ``rows``) and, if asked, each row's source as an index into
         the returned source names."""
@@ -154,10 +170,9 @@ class Store:
                     sid = segment.sources[0]
                     src[part] = index.setdefault(sid, len(index))
                 else:
-                    col = self.segment_column(seg, "source_id")[at]
-                    uniq, inv = np.unique(col, return_inverse=True)
-                    codes = np.array([index.setdefault(str(u), len(index)) for u in uniq], dtype=np.int64)
-                    src[part] = codes[inv]
+                    local, values = self.segment_codes(seg, "source_id")
+                    mapping = np.array([index.setdefault(v, len(index)) for v in values], dtype=np.int64)
+                    src[part] = mapping[local[at]]
         names = [None] * len(index)  # type: ignore[list-item]
         for k, v in index.items():
             names[v] = k
@@ -168,12 +183,16 @@ class Store:
         out: dict[str, set[str]] = {}
         if len(rows) == 0:
             return {}
-        for seg in np.unique(rows["seg"]):
-            at = rows["row"][rows["seg"] == seg].astype(np.int64)
-            sids = self.segment_column(int(seg), "source_id")[at]
-            snaps = self.segment_column(int(seg), "source_snapshot")[at]
-            for s, p in set(zip(sids.tolist(), snaps.tolist())):
-                out.setdefault(s, set()).add(p)
+        order = np.argsort(rows["seg"], kind="stable")
+        bounds = np.flatnonzero(np.diff(rows["seg"][order])) + 1
+        for part in np.split(order, bounds):
+            seg = int(rows["seg"][part[0]])
+            at = rows["row"][part].astype(np.int64)
+            s_codes, s_vals = self.segment_codes(seg, "source_id")
+            p_codes, p_vals = self.segment_codes(seg, "source_snapshot")
+            pairs = np.unique(s_codes[at].astype(np.int64) * len(p_vals) + p_codes[at])
+            for pair in pairs.tolist():
+                out.setdefault(s_vals[pair // len(p_vals)], set()).add(p_vals[pair % len(p_vals)])
         return {k: sorted(v) for k, v in sorted(out.items())}
 
     def manifest(self, version_id: str) -> dict[str, Any]:

@@ -80,16 +80,17 @@ def build_content(store: Store, corpus: str, rows: np.ndarray, inputs: np.ndarra
         "policy": policy,
     }
     backend = store.backend
-    row_chunks = write_chunks(backend, rows)
-    storage = {
-        "rows": {"chunks": row_chunks, "level": CACHE_LEVEL, "nodes": backend.put_bytes(nodes.tobytes())},
-        "inputs": {"chunks": row_chunks if same_inputs else write_chunks(backend, inputs)},
-        "contents": {
-            "chunks": write_chunks(backend, distinct),
-            "level": CACHE_LEVEL,
-            "nodes": backend.put_bytes(content_nodes.tobytes()),
-        },
-    }
+    with backend.deferred_sync():  # thousands of chunk objects, made durable by one syncfs
+        row_chunks = write_chunks(backend, rows)
+        storage = {
+            "rows": {"chunks": row_chunks, "level": CACHE_LEVEL, "nodes": backend.put_bytes(nodes.tobytes())},
+            "inputs": {"chunks": row_chunks if same_inputs else write_chunks(backend, inputs)},
+            "contents": {
+                "chunks": write_chunks(backend, distinct),
+                "level": CACHE_LEVEL,
+                "nodes": backend.put_bytes(content_nodes.tobytes()),
+            },
+        }
     return content, storage
 
 

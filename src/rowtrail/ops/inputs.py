@@ -44,7 +44,7 @@ def difference(a: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def segment_records(store: Store, seg: int) -> np.ndarray:
-    """All rows of a segment as records (weight 1.0), sorted by id."""
+    """All rows of a segment as records (weight 1.0), in segment order."""
     segment = store.state.segments[seg]
     ids = store.segment_column(segment.seg, "row_id")
     rec = np.empty(len(ids), dtype=RECORD_DTYPE)
@@ -52,7 +52,7 @@ def segment_records(store: Store, seg: int) -> np.ndarray:
     rec["w"] = 1.0
     rec["seg"] = seg
     rec["row"] = np.arange(len(ids), dtype=np.uint32)
-    return rec[sort_ids(rec["id"])]
+    return rec
 
 
 def read_id_table(store: Store, digest: str | None, column: str = "row_id") -> np.ndarray:
@@ -67,8 +67,9 @@ def apply_entry(store: Store, current: np.ndarray, entry: dict[str, Any]) -> np.
     kind = entry["kind"]
     if kind == "ingest":
         current = difference(current, read_id_table(store, entry.get("drops")))
-        for s in entry["segments"]:
-            current = union_keep_first(current, segment_records(store, s["seg"]))
+        added = [segment_records(store, s["seg"]) for s in entry["segments"]]
+        if added:  # one union (one sort) per ingest, however many segments it wrote
+            current = union_keep_first(current, np.concatenate(added) if len(added) > 1 else added[0])
     elif kind == "remove":
         current = difference(current, read_id_table(store, entry.get("drops")))
     return current
