@@ -80,7 +80,9 @@ def to_json_value(value: Any, field: str = "", binary_fields: frozenset[str] = f
     if isinstance(value, _dt.date):
         return value.isoformat()
     if isinstance(value, _dt.time):
-        return value.isoformat()
+        text = value.replace(microsecond=0).isoformat()
+        nanos = value.microsecond * 1000 + int(getattr(value, "nanosecond", 0) or 0)
+        return text + (f".{nanos:09d}".rstrip("0") if nanos else "")
     if isinstance(value, decimal.Decimal):
         if not value.is_finite():
             raise ValueMappingError(f"field '{field}' holds the decimal {value}; it has no JSON form")

@@ -276,3 +276,38 @@ def test_segment_ids_match_rows(store, write_jsonl):
     seg = store.state.segments[0]
     ids = store.segment_column(seg.seg, "row_id")
     assert sorted(hashing.ids_hex(np.sort(ids))) == sorted(expected_row_id("src-a", r) for r in ROWS)
+
+
+def test_nanoseconds_maps_and_bad_arrow_rows(store):
+    t = pa.table(
+        {
+            "id": [1, 2],
+            "ts": pa.array([1_000_000_001, 1_000_000_002], pa.timestamp("ns")),
+            "tm": pa.array([1_000_000_001, 1_000_000_002], pa.time64("ns")),
+            "m": pa.array([[("a", 1)], [("b", 2)]], pa.map_(pa.string(), pa.int64())),
+        }
+    )
+    store.ingest(t, source="src-a", key_field="id")
+    store.commit("m")
+    got = {r["source_key"]: r["content_sha256"] for r in store.rows().to_pylist()}
+    assert got["1"] == hashing.content_sha256({"ts": "1970-01-01T00:00:01.000000001Z", "tm": "00:00:01.000000001", "m": {"a": 1}})
+    assert got["1"] != got["2"]
+    dup = pa.table({"id": [3, 4], "m": pa.array([[("k", 1), ("k", 2)], [("k", 3)]], pa.map_(pa.string(), pa.int64()))})
+    with pytest.raises(rt.IngestError, match=r":0: .*repeats a key"):
+        store.ingest(dup, source="src-a", key_field="id")
+    rep = store.ingest(dup, source="src-a", key_field="id", on_error="quarantine")
+    assert (rep.rows, rep.quarantined) == (1, 1)
+    with pytest.raises(rt.IngestError, match="twice"):
+        store.ingest(dup, source="src-a", key_field="id", hash_fields=["m", "m"])
+
+
+def test_large_tables_are_split_across_workers_and_recorded(store):
+    n = 210_000
+    t = pa.table({"id": [f"r{i}" for i in range(n)], "text": [f"t{i}" for i in range(n)]})
+    rep = store.ingest(t, source="src-a", key_field="id", workers=2)
+    assert rep.rows == n and rep.files == [{"name": "<pyarrow.Table>", "sha256": None, "rows": n}]
+    assert len(store.state.staged_for("main").entries[-1]["segments"]) >= 2
+    v = store.commit("m")
+    assert v.row_count == n
+    last = store.rows(limit=None).to_pylist()
+    assert {r["origin_line"] for r in last if r["source_key"] == f"r{n - 1}"} == {n - 1}

@@ -311,9 +311,9 @@ def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | N
             writer.write(cols, attr_vals, hashes, cols["origin_line"], part.name)
             res.rows += len(cols["row_id"])
     except IngestError as exc:
-        res.error = (exc.file or part.name, exc.line or 0, exc.field or "", exc.reason)
+        res.error = (exc.file or part.name, exc.line if exc.line is not None else -1, exc.field or "", exc.reason)
     except (OSError, UnicodeDecodeError, pa.ArrowException) as exc:
-        res.error = (part.name, 0, "", f"cannot read: {exc}")
+        res.error = (part.name, -1, "", f"cannot read: {exc}")
     finally:
         wrote = writer.close()
     if res.error:
@@ -538,6 +538,8 @@ def ingest(
     if (source is None) == (source_field is None):
         raise IngestError("give exactly one of source= (every row from one source) or source_field= (a column naming it)")
     taken = set(PROVENANCE_BASE.names)
+    if len(set(hash_fields)) != len(list(hash_fields)):
+        raise IngestError(f"--hash-fields lists a field twice: {', '.join(hash_fields)}")
     for hf in hash_fields:
         if f"{hf}_sha256" in taken:
             raise IngestError(f"--hash-fields {hf} would make a column '{hf}_sha256', which rowtrail already keeps; hash another field")
@@ -551,6 +553,7 @@ def ingest(
         raise IngestError("nothing to ingest: give at least one file or table")
     workers = default_workers() if workers is None else workers
     spill: list[str] = []  # temporary files that hand in-memory tables to workers
+    table_files: list[dict[str, Any]] = []
     parts: list[Part] = []
     tables: list[Any] = []
     for item in items:
@@ -561,6 +564,7 @@ def ingest(
             parts += plan_parts(path, workers)
         else:
             table = as_arrow_table(item)
+            table_files.append({"name": describe_table(item), "sha256": None, "rows": table.num_rows})
             if workers > 1 and table.num_rows >= TABLE_SPLIT_ROWS:
                 parts += _table_parts(store, table, describe_table(item), workers, spill)
             else:
@@ -609,7 +613,7 @@ def ingest(
         if errors:
             f, line, fld, msg = min(errors, key=lambda e: (e[0], e[1]))
             hint = " (or pass --on-error quarantine to record bad rows and continue)"
-            raise IngestError(msg + (f" [field '{fld}']" if fld and fld not in msg else "") + hint, f, line or None, fld or None)
+            raise IngestError(msg + (f" [field '{fld}']" if fld and fld not in msg else "") + hint, f, line if line >= 0 else None, fld or None)
         quarantine = [q for r in results for q in r.quarantine]
         dups = _duplicate_keys(results)
         if dups:
@@ -628,7 +632,7 @@ def ingest(
         if total == 0 and not quarantine:
             raise IngestError("no rows found in the input", ", ".join(p.name for p in parts))
         files = [{"name": str(p), "sha256": file_digests.get(str(p)), "bytes": os.path.getsize(p)} for p in items if is_path(p)]
-        files += [{"name": describe_table(t), "sha256": None, "rows": t.num_rows} for t in tables]
+        files += table_files
         return store._publish_ingest(spec, results, quarantine, files, corpus, opts, replace, yes)
     finally:
         for p in tmp_files:

@@ -9,6 +9,7 @@ never drop a row silently: a line they cannot read comes back in ``bad``.
 from __future__ import annotations
 
 import csv
+import datetime
 import gzip
 import io
 import os
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from ..errors import IngestError
 
 BATCH_ROWS = 20_000
 READ_BLOCK = 8 << 20
@@ -58,8 +61,6 @@ def detect_format(path: str) -> str:
         return "csv"
     if p.endswith((".parquet", ".pq")):
         return "parquet"
-    from ..errors import IngestError
-
     raise IngestError("cannot tell the format from the file name; use .jsonl, .csv or .parquet (optionally .gz/.zst)", path)
 
 
@@ -204,11 +205,72 @@ def _read_csv(part: Part, batch_rows: int) -> Iterator[RawBatch]:
             yield batch
 
 
+class NanoDatetime(datetime.datetime):
+    """A datetime that keeps the nanoseconds Python's datetime cannot (read by hashing.format_timestamp)."""
+
+    nanosecond = 0
+
+
+class NanoTime(datetime.time):
+    nanosecond = 0
+
+
+def _nano_column(col: Any) -> list[Any]:
+    """timestamp[ns] / time64[ns] values as Python objects that keep their nanoseconds."""
+    import pyarrow as pa
+
+    out: list[Any] = []
+    ints = col.cast(pa.int64()).to_pylist()
+    tz = datetime.timezone.utc if pa.types.is_timestamp(col.type) and col.type.tz else None
+    for v in ints:
+        if v is None:
+            out.append(None)
+            continue
+        us, ns = divmod(v, 1000)
+        if pa.types.is_timestamp(col.type):
+            base = datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=us)
+            obj: Any = NanoDatetime(base.year, base.month, base.day, base.hour, base.minute, base.second, base.microsecond, tzinfo=tz)
+        else:
+            t = (datetime.datetime.min + datetime.timedelta(microseconds=us)).time()
+            obj = NanoTime(t.hour, t.minute, t.second, t.microsecond)
+        obj.nanosecond = ns
+        out.append(obj)
+    return out
+
+
+def _batch_rows(rb: Any, name: str, offset: int) -> RawBatch:
+    """One Arrow record batch as rows; a row that cannot be converted comes back in ``bad``."""
+    import pyarrow as pa
+
+    nano = [f.name for f in rb.schema if (pa.types.is_timestamp(f.type) or pa.types.is_time64(f.type)) and f.type.unit == "ns"]
+    plain = rb.drop_columns(nano) if nano else rb
+    batch = RawBatch(name, [], [])
+    try:
+        rows = plain.to_pylist(maps_as_pydicts="strict")  # a map is an object (format 1), not a list of pairs
+        keep = list(range(len(rows)))
+    except (KeyError, ValueError):
+        rows, keep = [], []
+        for i in range(plain.num_rows):  # find the rows that cannot be converted, and say which
+            try:
+                rows.append(plain.slice(i, 1).to_pylist(maps_as_pydicts="strict")[0])
+                keep.append(i)
+            except KeyError as exc:
+                batch.bad.append((offset + i, f"a map repeats a key ({exc.args[0]}); a map is hashed as an object, whose keys are unique", ""))
+            except ValueError as exc:
+                batch.bad.append((offset + i, f"a value cannot be read ({exc})", ""))
+    for fname in nano:
+        values = _nano_column(rb.column(fname))
+        for r, i in zip(rows, keep):
+            r[fname] = values[i]
+    batch.rows = rows
+    batch.lines = [offset + i for i in keep]
+    return batch
+
+
 def _read_arrow_batches(name: str, batches: Any, offset: int = 0) -> Iterator[RawBatch]:
     for rb in batches:
-        rows = rb.to_pylist(maps_as_pydicts="strict")  # a map is an object (format 1), not a list of pairs
-        yield RawBatch(name, list(range(offset, offset + len(rows))), rows)
-        offset += len(rows)
+        yield _batch_rows(rb, name, offset)
+        offset += rb.num_rows
 
 
 def as_arrow_table(obj: Any) -> Any:
