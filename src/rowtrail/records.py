@@ -88,17 +88,3 @@ class VersionInfo:
     seq: int
     row_count: int
     content_id: str
-
-
-@dataclass(frozen=True)
-class Drop:
-    row_id: str
-    reason_code: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class LineageEdge:
-    parent: str
-    child: str
-    kind: str  # modified | merged | split

@@ -115,10 +115,6 @@ def read_rows_at(path: str, rows: np.ndarray, columns: list[str] | None = None) 
     return table.take(pa.array(local))
 
 
-def parquet_write(table: pa.Table, path: str) -> None:
-    pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTS)
-
-
 @lru_cache(maxsize=4096)
 def _group_ranges(path: str, column: str) -> tuple[tuple[bytes | None, bytes | None, int], ...]:
     """(min, max, rows) of ``column`` in each row group of an immutable Parquet object."""

@@ -99,6 +99,7 @@ class Store:
         """Hold the lock for one write, with the state as of the latest committed entry."""
         with self.backend.lock():
             self._state = None
+            self.backend.clean_tmp()
             yield self.state
 
     def _append(self, state: State, entry: dict[str, Any]) -> dict[str, Any]:
@@ -259,7 +260,7 @@ class Store:
 
         return status(self, corpus)
 
-    def rows(self, version: str = "HEAD", source: str | None = None, corpus: str = "main", columns: Sequence[str] | None = None, limit: int | None = None) -> pa.Table:
+    def rows(self, version: str = "HEAD", source: str | None = None, corpus: str = "main", limit: int | None = None) -> pa.Table:
         """Rows of a version as an Arrow table: content fields plus provenance columns."""
         from .query.rows import rows
 

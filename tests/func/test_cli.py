@@ -70,6 +70,18 @@ def test_demo_flow(cli):
     data["audit_path"][0] = "00" * 32
     proof.write_text(json.dumps(data))
     cli("check-proof", str(proof), code=3)
+    # a path alone does not pin the tree size: the last leaf's proof relabelled (2n-2 of 2n-1) still
+    # passes rt.verify_inclusion, but check-proof compares it with the version in the store
+    import rowtrail as rt
+
+    last = max(r["row_id"] for r in map(json.loads, cli("rows", "--version", "v37", "--json").stdout.splitlines()))
+    p_last = j(cli("prove", last, "v37"))
+    n = p_last["tree_size"]
+    forged = dict(p_last, leaf_index=2 * n - 2, tree_size=2 * n - 1)
+    assert rt.verify_inclusion(forged)
+    proof.write_text(json.dumps(forged))
+    bad = cli("check-proof", str(proof), code=3)
+    assert "tree_size" in bad.stderr
     absent = j(cli("prove", row["row_id"], "v38", "--absent"))
     assert absent["left"] or absent["right"]
     cli("prove", row["row_id"], "v38", code=1)

@@ -22,7 +22,6 @@ import errno
 import fcntl
 import hashlib
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -201,10 +200,18 @@ class LocalBackend:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def clean_tmp(self) -> None:
-        if self.tmp_dir.exists():
-            shutil.rmtree(self.tmp_dir, ignore_errors=True)
-            self.tmp_dir.mkdir(exist_ok=True)
+    def clean_tmp(self, older_than: float = 24 * 3600) -> int:
+        """Remove temporary files a killed writer left behind (only old ones: a running ingest's
+        files are young); called under the lock. Returns how many were removed."""
+        if not self.tmp_dir.exists():
+            return 0
+        cutoff, n = time.time() - older_than, 0
+        for f in self.tmp_dir.iterdir():
+            with contextlib.suppress(OSError):
+                if f.is_file() and f.stat().st_mtime < cutoff:
+                    f.unlink()
+                    n += 1
+        return n
 
     # -- helpers -----------------------------------------------------------------------------------
     def _write_atomic(self, dest: Path, data: bytes, mode: int = 0o644) -> None:

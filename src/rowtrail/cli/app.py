@@ -423,7 +423,35 @@ def check_proof(path: Path = typer.Argument(..., help="A proof JSON file from 'r
     if not ok:
         render.err.print(f"[red]{kind} proof does NOT verify[/red]")
         raise typer.Exit(3)
+    # A path alone cannot pin the tree size: where the version is at hand, check root and size too.
+    problem = _proof_against_store(proof)
+    if problem:
+        render.err.print(f"[red]{kind} proof does NOT match the version in the store: {problem}[/red]")
+        raise typer.Exit(3)
     render.out.print(f"{kind} proof verifies against root {proof.get('merkle_root') or proof.get('content_root')} of version {proof.get('version_id')}")
+
+
+def _proof_against_store(proof: dict[str, Any]) -> str | None:
+    from .. import store as store_mod
+
+    try:
+        s = store_mod.open(_STORE["path"])
+        info = s.state.versions.get(str(proof.get("version_id")))
+    except RowtrailError:
+        return None
+    if info is None:
+        return None
+    content = s.version(info.version_id).content
+    if "content_root" in proof:
+        root, size = content["content_root"], sum(c[1] for c in s.manifest(info.version_id)["contents"]["chunks"])
+    else:
+        root, size = content["merkle_root"], content["row_count"]
+    got_root = proof.get("merkle_root") or proof.get("content_root")
+    if got_root != root:
+        return f"its root {str(got_root)[:16]}… is not the version's {root[:16]}…"
+    if int(proof.get("tree_size", -1)) != size:
+        return f"its tree_size {proof.get('tree_size')} is not the version's {size}"
+    return None
 
 
 @app.command()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..records import LEGAL_BASES_SUGGESTED, SOURCE_KINDS
 from . import render
 
 app = typer.Typer(help="Register and inspect sources (upstream origins with licence and legal basis).", no_args_is_help=True)
@@ -24,10 +25,10 @@ def _attrs(values: list[str] | None) -> dict[str, str]:
 @app.command("add")
 def add(
     source_id: str = typer.Argument(..., help="A stable slug, e.g. partner-x (never changes)."),
-    kind: str = typer.Option(..., "--kind", help="crawl, url-list, partner-dump, hf-dataset, benchmark, synthetic, teacher-model, annotation-batch, external-import, user-feedback, other"),
+    kind: str = typer.Option(..., "--kind", help=", ".join(SOURCE_KINDS)),
     uri: str | None = typer.Option(None, "--uri"),
     license: str | None = typer.Option(None, "--license", help="SPDX expression, or LicenseRef-<name>."),
-    legal_basis: str | None = typer.Option(None, "--legal-basis", help="e.g. licence, contract, consent, legitimate-interest, public-domain, tdm-exception, own model output"),
+    legal_basis: str | None = typer.Option(None, "--legal-basis", help="Free text; suggested: " + ", ".join(LEGAL_BASES_SUGGESTED)),
     collected: str | None = typer.Option(None, "--collected", help="Collection period, e.g. 2024-01-01/2024-09-30."),
     refreshed_at: str | None = typer.Option(None, "--refreshed-at"),
     owner: str | None = typer.Option(None, "--owner"),

@@ -244,25 +244,15 @@ def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | N
                     if snap is None:
                         raise IngestError(f"row names source '{sid}', which is not registered; run 'rowtrail source add {sid} …'")
                     content = {}
-                    plain = True  # every value a str: orjson's sorted-key bytes are exactly JCS
                     for f in content_fields or [k for k in row if k not in excluded]:
                         fld = f
                         try:
                             v = row[f]
                         except KeyError:
                             raise IngestError(f"content field '{f}' is missing") from None
-                        if type(v) is not str or not f.isascii():
-                            plain = False
-                            v = to_json_value(v, f, binary)
-                        content[f] = v
+                        content[f] = v if type(v) is str else to_json_value(v, f, binary)
                     fld = ""
-                    if plain:
-                        try:
-                            body = dumps(content, option=orjson.OPT_SORT_KEYS)
-                        except orjson.JSONEncodeError:
-                            body = jcs(content)
-                    else:
-                        body = jcs(content)
+                    body = jcs(content)
                     ch = sha(body).digest()
                     chx = ch.hex()
                     if key_field is not None:
@@ -333,7 +323,8 @@ def _fast_batch(spec: IngestSpec, rows: list[dict[str, Any]]) -> tuple[dict[str,
     cf = spec.content_fields
     if not cf or not all(f.isascii() for f in cf) or spec.hash_fields or spec.binary_fields:
         return None
-    sha, dumps, sort = hashlib.sha256, orjson.dumps, orjson.OPT_SORT_KEYS
+    sha, dumps = hashlib.sha256, orjson.dumps
+    cf = tuple(sorted(cf))  # JCS key order (ASCII names), so orjson need not sort: it is slow at that
     try:
         contents = [{f: r[f] for f in cf} for r in rows]
         if {type(v) for c in contents for v in c.values()} != {str}:
@@ -346,7 +337,7 @@ def _fast_batch(spec: IngestSpec, rows: list[dict[str, Any]]) -> tuple[dict[str,
         snaps_map = spec.snapshots
         if not all(type(s) is str and s in snaps_map for s in set(sids)):
             return None
-        bodies = [dumps(c, option=sort) for c in contents]
+        bodies = [dumps(c) for c in contents]
     except (KeyError, TypeError, orjson.JSONEncodeError):
         return None
     chs = [sha(b).digest() for b in bodies]
