@@ -251,3 +251,23 @@ def test_diff_algebra(store, a, b):
     assert set(ab.rows_added.to_pylist()) == ids(a) - ids(b)
     assert set(ab.rows_removed.to_pylist()) == ids(b) - ids(a)
     assert ab.rows_added.equals(ba.rows_removed) and ab.rows_removed.equals(ba.rows_added)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.binary(min_size=32, max_size=32), max_size=80), st.sets(st.binary(min_size=32, max_size=32), max_size=80), st.integers(1, 9))
+def test_sorted_membership_matches_sets(xs, ys, block):
+    import rowtrail.ops.diff as diff
+
+    shared = set(list(xs)[: len(xs) // 2])
+    ys = ys | shared
+    a = np.array(sorted(xs), dtype="S32") if xs else np.empty(0, dtype="S32")
+    b = np.array(sorted(ys), dtype="S32") if ys else np.empty(0, dtype="S32")
+    old = diff.BLOCK
+    diff.BLOCK = block  # many blocks, including empty ones on either side
+    try:
+        in_b, in_a = diff.sorted_membership(a, b)
+    finally:
+        diff.BLOCK = old
+    raw = lambda arr: [bytes(arr[i : i + 1].tobytes()) for i in range(len(arr))]  # noqa: E731
+    assert in_b.tolist() == [x in ys for x in raw(a)]
+    assert in_a.tolist() == [y in xs for y in raw(b)]

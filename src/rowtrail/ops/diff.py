@@ -26,12 +26,36 @@ def _prefix(ids: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ids, dtype=ID_DTYPE).view(">u8").reshape(-1, 4)[:, 0].astype(np.uint64)
 
 
+BLOCK = 1 << 16
+
+
 def sorted_membership(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For two sorted arrays of distinct 32-byte ids: which of ``a`` are in ``b``, and which of ``b`` in ``a``.
 
-    One linear merge: a stable sort of the two concatenated 64-bit-prefix runs (timsort merges two
-    sorted runs in O(n)); equal neighbours are candidate matches, confirmed on all 32 bytes.
+    Both arrays are cut at the same pivot ids into blocks of about 65 k ids, so every temporary array
+    stays small (cache-resident, and reused by the allocator instead of faulting in fresh pages); each
+    block is one linear merge of two sorted runs.
     """
+    in_b = np.zeros(len(a), dtype=bool)
+    in_a = np.zeros(len(b), dtype=bool)
+    if len(a) == 0 or len(b) == 0:
+        return in_b, in_a
+    pivots = a[BLOCK::BLOCK]
+    cut_a = np.arange(BLOCK, len(a), BLOCK)
+    cut_b = np.searchsorted(b, pivots) if len(pivots) else np.empty(0, dtype=np.int64)
+    lo_a = np.concatenate([[0], cut_a])
+    hi_a = np.concatenate([cut_a, [len(a)]])
+    lo_b = np.concatenate([[0], cut_b])
+    hi_b = np.concatenate([cut_b, [len(b)]])
+    for i in range(len(lo_a)):
+        sa, sb = slice(int(lo_a[i]), int(hi_a[i])), slice(int(lo_b[i]), int(hi_b[i]))
+        in_b[sa], in_a[sb] = _merge_membership(a[sa], b[sb])
+    return in_b, in_a
+
+
+def _merge_membership(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One linear merge: a stable sort of the two concatenated 64-bit-prefix runs (timsort merges two
+    sorted runs in O(n)); equal neighbours are candidate matches, confirmed on all 32 bytes."""
     in_b = np.zeros(len(a), dtype=bool)
     in_a = np.zeros(len(b), dtype=bool)
     if len(a) == 0 or len(b) == 0:
