@@ -30,18 +30,23 @@ def locate(store: Store, rid: str) -> tuple[tuple[int, int] | None, list[dict[st
     probe = np.frombuffer(bytes.fromhex(rid), dtype=ID_DTYPE)[0]
     where: tuple[int, int] | None = None
     versions = []
+    seen: dict[str, tuple[float, int, int] | None] = {}  # chunk digest → record (versions share chunks)
     for vid in reversed(state.version_order):
         chunks = store.manifest(vid)["rows"]["chunks"]
         ci = find_in_chunks(chunks, rid)
         if ci is None or chunks[ci][2] > rid:
             continue
-        recs = store.chunks.get(chunks[ci][0])
-        pos = int(np.searchsorted(recs["id"], probe))
-        if pos < len(recs) and recs["id"][pos] == probe:
+        digest, count = chunks[ci][0], chunks[ci][1]
+        if digest not in seen:
+            ids = store.chunks.ids(digest, count)
+            pos = int(np.searchsorted(ids, probe))
+            seen[digest] = store.chunks.record_at(digest, count, pos) if pos < len(ids) and ids[pos] == probe else None
+        rec = seen[digest]
+        if rec is not None:
             info = state.versions[vid]
-            versions.append({"version_id": vid, "tag": info.tag, "corpus": info.corpus, "created_at": info.created_at, "weight": float(recs["w"][pos])})
+            versions.append({"version_id": vid, "tag": info.tag, "corpus": info.corpus, "created_at": info.created_at, "weight": rec[0]})
             if where is None:
-                where = (int(recs["seg"][pos]), int(recs["row"][pos]))
+                where = (rec[1], rec[2])
     if where is None:
         for segment in reversed(state.segments):
             ids = store.segment_column(segment.seg, "row_id")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 RECORD_DTYPE = np.dtype([("id", "S32"), ("w", ">f8"), ("seg", ">u4"), ("row", ">u4")])
 CHUNK_MODULUS = 1 << 13
+READ_THREADS = 8
 CACHE_LEVEL = 10  # manifests keep the Merkle levels from here up, so a proof hashes ≤ 2^10 leaves
 
 
@@ -122,19 +123,41 @@ class ChunkCache:
             return empty_records() if records else np.empty(0, dtype=ID_DTYPE)
         return np.concatenate([self.get(c[0], records) for c in chunks])
 
+    def record_at(self, digest: str, count: int, pos: int) -> tuple[float, int, int]:
+        """(weight, seg, row) of row ``pos`` of a row chunk, read without loading the chunk."""
+        with open(self.backend.object_path(digest), "rb") as fh:
+            fh.seek(32 * count + 8 * pos)
+            w = np.frombuffer(fh.read(8), dtype=">f8")[0]
+            fh.seek(40 * count + 4 * pos)
+            seg = np.frombuffer(fh.read(4), dtype=">u4")[0]
+            fh.seek(44 * count + 4 * pos)
+            row = np.frombuffer(fh.read(4), dtype=">u4")[0]
+        return float(w), int(seg), int(row)
+
     def load_ids(self, chunks: list[list[Any]]) -> np.ndarray:
-        """The ids of many chunks, read straight into one array (one copy, no concatenation)."""
+        """The ids of many chunks, read straight into one array (one copy, no concatenation), by
+        several threads at once: reads release the GIL, and a deeper I/O queue reads cold files faster."""
         out = np.empty(sum(c[1] for c in chunks), dtype=ID_DTYPE)
-        view = memoryview(out).cast("B")
-        pos = 0
-        for digest, count, *_ in chunks:
+        view = memoryview(out).cast("B")  # type: ignore[arg-type]
+        starts = np.concatenate([[0], np.cumsum([32 * c[1] for c in chunks])]).tolist()
+
+        def read(i: int) -> None:
+            digest, count = chunks[i][0], chunks[i][1]
             with open(self.backend.object_path(digest), "rb") as fh:
-                got = fh.readinto(view[pos : pos + 32 * count])
+                got = fh.readinto(view[starts[i] : starts[i] + 32 * count])
             if got != 32 * count:
                 from ..errors import StoreError
 
                 raise StoreError(f"chunk {digest} is shorter than its manifest says; run 'rowtrail verify'")
-            pos += 32 * count
+
+        if len(chunks) < 16:
+            for i in range(len(chunks)):
+                read(i)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+                list(pool.map(read, range(len(chunks))))
         return out
 
 
