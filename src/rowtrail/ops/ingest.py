@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,8 +226,8 @@ def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | N
             if fast is not None:
                 cols, attr_vals, hashes = fast
                 cols["origin_line"] = batch.lines
-                for sid in cols["source_id"]:
-                    res.sources[sid] = res.sources.get(sid, 0) + 1
+                for sid, n in Counter(cols["source_id"]).items():
+                    res.sources[sid] = res.sources.get(sid, 0) + n
                 writer.write(cols, attr_vals, hashes, cols["origin_line"], part.name)
                 res.rows += len(cols["row_id"])
                 continue
