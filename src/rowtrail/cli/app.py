@@ -411,24 +411,34 @@ def prove(
 
 
 @app.command("check-proof")
-def check_proof(path: Path = typer.Argument(..., help="A proof JSON file from 'rowtrail prove'.")) -> None:
-    """Check a proof file on its own (no store needed): exit 0 if it verifies, 3 if not."""
+def check_proof(
+    path: Path = typer.Argument(..., help="A proof JSON file from 'rowtrail prove'."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check a proof file on its own: exit 0 if it verifies, 3 if not. Where the store holds the
+    proof's version, its root and tree size are compared with the version's too."""
     import orjson
 
     from ..hashing import verify_exclusion, verify_inclusion
 
-    proof = orjson.loads(path.read_bytes())
-    ok = verify_exclusion(proof) if ("left" in proof or "right" in proof) else verify_inclusion(proof)
+    try:
+        proof = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise RowtrailError(f"{path} is not a proof (not JSON: {exc})") from None
     kind = "exclusion" if ("left" in proof or "right" in proof) else "inclusion"
-    if not ok:
-        render.err.print(f"[red]{kind} proof does NOT verify[/red]")
-        raise typer.Exit(3)
+    ok = verify_exclusion(proof) if kind == "exclusion" else verify_inclusion(proof)
     # A path alone cannot pin the tree size: where the version is at hand, check root and size too.
-    problem = _proof_against_store(proof)
+    problem = None if ok else "the audit path does not lead to the stated root"
+    problem = problem or _proof_against_store(proof)
+    root = proof.get("merkle_root") or proof.get("content_root")
+    if as_json:
+        render.print_json({"ok": problem is None, "kind": kind, "root": root, "version_id": proof.get("version_id"), "problem": problem})
+    elif problem:
+        render.err.print(f"[red]{kind} proof does NOT verify: {escape(problem)}[/red]")
+    else:
+        render.out.print(f"{kind} proof verifies against root {root} of version {proof.get('version_id')}")
     if problem:
-        render.err.print(f"[red]{kind} proof does NOT match the version in the store: {problem}[/red]")
         raise typer.Exit(3)
-    render.out.print(f"{kind} proof verifies against root {proof.get('merkle_root') or proof.get('content_root')} of version {proof.get('version_id')}")
 
 
 def _proof_against_store(proof: dict[str, Any]) -> str | None:

@@ -88,18 +88,10 @@ def connect(store: Store, query: str) -> duckdb.DuckDBPyConnection:
     words = set(re.findall(r"[A-Za-z_]+", query.lower()))
     state = store.state
     obj = store.backend.object_path
-    if "sources" in words:
-        con.register("sources_t", _sources(store))
-        con.execute("CREATE VIEW sources AS SELECT * FROM sources_t")
-    if "versions" in words:
-        con.register("versions_t", _versions(store))
-        con.execute("CREATE VIEW versions AS SELECT * FROM versions_t")
-    if "version_rows" in words:
-        con.register("version_rows_t", _version_rows(store))
-        con.execute("CREATE VIEW version_rows AS SELECT * FROM version_rows_t")
-    if "journal" in words:
-        con.register("journal_t", _journal(store))
-        con.execute("CREATE VIEW journal AS SELECT * FROM journal_t")
+    for name, build in (("sources", _sources), ("versions", _versions), ("version_rows", _version_rows), ("journal", _journal)):
+        if name in words:  # Arrow tables built on demand, behind a view of the public name
+            con.register(f"{name}_t", build(store))
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_t")
     if "rows" in words:
         selects = [
             f"SELECT * EXCLUDE (row_id, content_sha256), lower(hex(row_id)) AS row_id, lower(hex(content_sha256)) AS content_sha256, {s.seg} AS segment "
