@@ -455,7 +455,10 @@ def verify_exclusion(proof: dict) -> bool:
         return root == EMPTY_ROOT.hex() and left is None and right is None
     for side in (left, right):
         if side is not None and (
-            side.get(root_key) != root or int(side.get("tree_size", -1)) != size or not verify_inclusion(side)
+            side.get(root_key) != root
+            or int(side.get("tree_size", -1)) != size
+            or side.get("version_id") != proof.get("version_id")
+            or not verify_inclusion(side)
         ):
             return False
     if left is None and right is None:

@@ -88,9 +88,15 @@ def hex_array(ids: np.ndarray) -> pa.Array:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out))
 
 
+@lru_cache(maxsize=128)
+def parquet_file(path: str) -> pq.ParquetFile:
+    """An open Parquet object, kept: objects are immutable, and a footer read costs more than a lookup."""
+    return pq.ParquetFile(path)
+
+
 @lru_cache(maxsize=256)
 def _parquet_meta(path: str) -> tuple[int, tuple[int, ...]]:
-    md = pq.ParquetFile(path).metadata
+    md = parquet_file(path).metadata
     starts = [0]
     for i in range(md.num_row_groups):
         starts.append(starts[-1] + md.row_group(i).num_rows)
@@ -103,11 +109,11 @@ def read_rows_at(path: str, rows: np.ndarray, columns: list[str] | None = None) 
     n_groups, starts_t = _parquet_meta(path)
     starts = np.array(starts_t, dtype=np.int64)
     if len(rows) == 0:
-        return pq.ParquetFile(path).schema_arrow.empty_table() if columns is None else pq.read_table(path, columns=columns).slice(0, 0)
+        return parquet_file(path).schema_arrow.empty_table() if columns is None else pq.read_table(path, columns=columns).slice(0, 0)
     if len(rows) > starts[-1] // 4:
         return pq.read_table(path, columns=columns).take(pa.array(rows))
     groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
-    pf = pq.ParquetFile(path)
+    pf = parquet_file(path)
     table = pf.read_row_groups(list(groups.tolist()), columns=columns)
     base = np.concatenate([[0], np.cumsum([starts[g + 1] - starts[g] for g in groups])])
     gi = np.searchsorted(starts[groups], rows, side="right") - 1
@@ -118,7 +124,7 @@ def read_rows_at(path: str, rows: np.ndarray, columns: list[str] | None = None) 
 @lru_cache(maxsize=4096)
 def _group_ranges(path: str, column: str) -> tuple[tuple[bytes | None, bytes | None, int], ...]:
     """(min, max, rows) of ``column`` in each row group of an immutable Parquet object."""
-    md = pq.ParquetFile(path).metadata
+    md = parquet_file(path).metadata
     idx = md.schema.to_arrow_schema().get_field_index(column)
     out = []
     for g in range(md.num_row_groups):
@@ -136,8 +142,8 @@ def lookup(path: str, column: str, value: bytes) -> pa.Table:
     statistics admit it (objects are immutable, so their statistics are cached)."""
     groups = [g for g, (lo, hi, _) in enumerate(_group_ranges(path, column)) if lo is None or hi is None or lo <= value <= hi]
     if not groups:
-        return pq.ParquetFile(path).schema_arrow.empty_table()
-    table = pq.ParquetFile(path).read_row_groups(groups)
+        return parquet_file(path).schema_arrow.empty_table()
+    table = parquet_file(path).read_row_groups(groups)
     col = table.column(column)
     mask = pa.compute.equal(col, pa.scalar(value, col.type))
     return table.filter(mask)

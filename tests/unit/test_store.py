@@ -192,6 +192,8 @@ def test_prove_inclusion_and_exclusion(store):
         p = store.prove(absent, "v1", absent=True)
         assert rt.verify_exclusion(p)
         assert not rt.verify_exclusion(dict(p, row_id=ids[0]))
+        side = "left" if p["left"] else "right"
+        assert not rt.verify_exclusion(dict(p, **{side: dict(p[side], version_id="00" * 32)}))
     with pytest.raises(rt.ProofError, match="--absent"):
         store.prove("00" * 32, "v1")
     with pytest.raises(rt.ProofError, match="IS in version"):

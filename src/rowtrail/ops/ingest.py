@@ -568,6 +568,7 @@ def ingest(
         "content_fields": list(content_fields) if content_fields else None,
         "attributes": [list(a) for a in normalize_attributes(attributes)],
         "hash_fields": list(hash_fields),
+        "binary_fields": sorted(binary_fields),
         "source": source,
         "source_field": source_field,
     }
