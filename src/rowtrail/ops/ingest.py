@@ -133,6 +133,12 @@ class _PartWriter:
         self.prov_writer.close()
         assert self.content_writer is not None
         self.content_writer.close()
+        for path in (self.prov_path, self.content_path):  # made durable here, overlapping other parts' work
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         return True
 
 

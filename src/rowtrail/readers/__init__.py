@@ -134,8 +134,9 @@ def read_part(part: Part, tables: list[Any] | None = None, batch_rows: int = BAT
         raise ValueError(part.fmt)
 
 
-def _iter_lines(part: Part) -> Iterator[bytes]:
-    """Lines of a part, read in large blocks (much faster than readline); the last may lack a newline."""
+def _iter_line_blocks(part: Part) -> Iterator[list[bytes]]:
+    """Lines of a part, a block at a time (reading large blocks is much faster than readline); the
+    last line may lack a newline."""
     with _open_binary(part.path) as fh:  # type: ignore[arg-type]
         if part.start:
             fh.seek(part.start)
@@ -149,35 +150,45 @@ def _iter_lines(part: Part) -> Iterator[bytes]:
                 remaining -= len(block)
             lines = (carry + block).split(b"\n")
             carry = lines.pop()
-            yield from lines
+            yield lines
         if carry:
-            yield carry
+            yield [carry]
 
 
 def _read_jsonl(part: Part, batch_rows: int) -> Iterator[RawBatch]:
     loads = orjson.loads
-    JSONDecodeError = orjson.JSONDecodeError
-    batch = RawBatch(part.name, [], [])
-    lines_append, rows_append = batch.lines.append, batch.rows.append
-    for line_no, raw in enumerate(_iter_lines(part), part.first_line):
+    line_no = part.first_line
+    for lines in _iter_line_blocks(part):
+        for at in range(0, len(lines), batch_rows):
+            chunk = lines[at : at + batch_rows]
+            first = line_no + at
+            try:  # the common case: every line a JSON object, parsed in one C-level loop
+                rows = list(map(loads, chunk))
+                if all(type(r) is dict for r in rows):
+                    yield RawBatch(part.name, list(range(first, first + len(chunk))), rows)
+                    continue
+            except orjson.JSONDecodeError:
+                pass
+            yield _read_lines_carefully(part.name, chunk, first)
+        line_no += len(lines)
+
+
+def _read_lines_carefully(name: str, lines: list[bytes], first: int) -> RawBatch:
+    """Line by line, keeping every bad line with its reason (blank lines are skipped)."""
+    batch = RawBatch(name, [], [])
+    for line_no, raw in enumerate(lines, first):
         try:
-            row = loads(raw)
-        except JSONDecodeError as exc:
-            if not raw.strip():
-                continue
-            batch.bad.append((line_no, f"malformed JSON ({exc})", raw.decode("utf-8", "replace")))
+            row = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            if raw.strip():
+                batch.bad.append((line_no, f"malformed JSON ({exc})", raw.decode("utf-8", "replace")))
             continue
         if type(row) is not dict:
             batch.bad.append((line_no, f"a line must hold a JSON object, not {type(row).__name__}", raw.decode("utf-8", "replace")))
             continue
-        lines_append(line_no)
-        rows_append(row)
-        if len(batch.rows) >= batch_rows:
-            yield batch
-            batch = RawBatch(part.name, [], [])
-            lines_append, rows_append = batch.lines.append, batch.rows.append
-    if batch.rows or batch.bad:
-        yield batch
+        batch.lines.append(line_no)
+        batch.rows.append(row)
+    return batch
 
 
 def _read_csv(part: Part, batch_rows: int) -> Iterator[RawBatch]:
