@@ -205,16 +205,8 @@ def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | N
     """Read one part, canonicalize and hash every row, and stream the results to Parquet."""
     res = PartResult(part.name, index)
     writer = _PartWriter(spec, index)
-    sha = hashlib.sha256
-    dumps = orjson.dumps
-    fixed_source = spec.source
-    source_field = spec.source_field
-    key_field = spec.key_field
-    content_fields = spec.content_fields
     excluded = spec.excluded()
     attrs = spec.attributes
-    snapshots = spec.snapshots
-    binary = spec.binary_fields
     try:
         for batch in read_part(part, tables):
             cols: dict[str, list[Any]] = {k: [] for k in ("row_id", "source_id", "source_snapshot", "source_key", "content_sha256", "origin_line", "content")}
@@ -238,58 +230,13 @@ def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | N
                 res.rows += len(cols["row_id"])
                 continue
             for line, row in zip(batch.lines, batch.rows):
-                fld = ""
                 try:
-                    if fixed_source is not None:
-                        sid = fixed_source
-                    else:
-                        fld = source_field or ""
-                        sid = row.get(source_field)  # type: ignore[arg-type]
-                        if not isinstance(sid, str) or not sid:
-                            raise IngestError(f"source field '{source_field}' is missing or empty")
-                    snap = snapshots.get(sid)
-                    if snap is None:
-                        raise IngestError(f"row names source '{sid}', which is not registered; run 'rowtrail source add {sid} …'")
-                    content = {}
-                    for f in content_fields or [k for k in row if k not in excluded]:
-                        fld = f
-                        try:
-                            v = row[f]
-                        except KeyError:
-                            raise IngestError(f"content field '{f}' is missing") from None
-                        content[f] = v if type(v) is str else to_json_value(v, f, binary)
-                    fld = ""
-                    body = jcs(content)
-                    ch = sha(body).digest()
-                    chx = ch.hex()
-                    if key_field is not None:
-                        fld = key_field
-                        if key_field not in row:
-                            raise IngestError(f"key field '{key_field}' is missing")
-                        key = key_text(row[key_field], key_field)
-                    else:
-                        key = chx
-                    try:
-                        rid = sha(dumps([sid, key, chx])).digest()
-                    except orjson.JSONEncodeError:
-                        rid = sha(jcs([sid, key, chx])).digest()
-                    avals = []
-                    for _a, c in attrs:
-                        fld = c
-                        v = row.get(c)
-                        avals.append(v if v is None or type(v) in (str, int, float, bool) else to_json_value(v, c, binary))
-                    hvals = []
-                    for hf in spec.hash_fields:
-                        fld = hf
-                        if hf not in row:
-                            raise IngestError(f"hash field '{hf}' is missing")
-                        hvals.append(sha(jcs(to_json_value(row[hf], hf, binary))).digest())
+                    sid, snap, key, ch, body, rid, avals, hvals = _hash_row(spec, row, excluded)
                 except IngestError as exc:
-                    field_name = exc.field or fld
                     if not spec.quarantine:
-                        res.error = (part.name, line, field_name, exc.reason)
+                        res.error = (part.name, line, exc.field or "", exc.reason)
                         break
-                    res.quarantine.append((part.name, line, field_name, exc.reason, _raw_text(row)))
+                    res.quarantine.append((part.name, line, exc.field or "", exc.reason, _raw_text(row)))
                     continue
                 c_rid(rid)
                 c_sid(sid)
@@ -321,6 +268,57 @@ def process_part(spec: IngestSpec, part: Part, index: int, tables: list[Any] | N
     if wrote:
         res.provenance, res.content = writer.prov_path, writer.content_path
     return res
+
+
+def _hash_row(spec: IngestSpec, row: dict[str, Any], excluded: set[str]) -> tuple[str, str, str, bytes, bytes, bytes, list[Any], list[bytes]]:
+    """One row, field by field: (source, snapshot, key, content hash, canonical content, row id,
+    attribute values, extra hashes). An IngestError names the field that failed."""
+    sha = hashlib.sha256
+    fld = ""
+    try:
+        if spec.source is not None:
+            sid = spec.source
+        else:
+            fld = spec.source_field or ""
+            sid = row.get(fld)  # type: ignore[assignment]
+            if not isinstance(sid, str) or not sid:
+                raise IngestError(f"source field '{fld}' is missing or empty")
+        snap = spec.snapshots.get(sid)
+        if snap is None:
+            raise IngestError(f"row names source '{sid}', which is not registered; run 'rowtrail source add {sid} …'")
+        content = {}
+        for f in spec.content_fields or [k for k in row if k not in excluded]:
+            fld = f
+            if f not in row:
+                raise IngestError(f"content field '{f}' is missing")
+            v = row[f]
+            content[f] = v if type(v) is str else to_json_value(v, f, spec.binary_fields)
+        fld = ""
+        body = jcs(content)
+        ch = sha(body).digest()
+        if spec.key_field is not None:
+            fld = spec.key_field
+            if fld not in row:
+                raise IngestError(f"key field '{fld}' is missing")
+            key = key_text(row[fld], fld)
+        else:
+            key = ch.hex()
+        rid = sha(jcs([sid, key, ch.hex()])).digest()
+        avals = []
+        for _a, c in spec.attributes:
+            fld = c
+            v = row.get(c)
+            avals.append(v if v is None or type(v) in (str, int, float, bool) else to_json_value(v, c, spec.binary_fields))
+        hvals = []
+        for hf in spec.hash_fields:
+            fld = hf
+            if hf not in row:
+                raise IngestError(f"hash field '{hf}' is missing")
+            hvals.append(sha(jcs(to_json_value(row[hf], hf, spec.binary_fields))).digest())
+    except IngestError as exc:
+        exc.field = exc.field or fld
+        raise
+    return sid, snap, key, ch, body, rid, avals, hvals
 
 
 def _fast_batch(spec: IngestSpec, rows: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, list[bytes]]] | None:
