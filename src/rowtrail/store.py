@@ -280,7 +280,7 @@ class Store:
         return prove(self, row_id, version, absent=absent, content=content, corpus=corpus)
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pa.Table:
-        """Run SQL over read-only views of the store (sources, rows, versions, version_rows, drops, journal)."""
+        """Run SQL over read-only views of the store (sources, rows, versions, version_rows, drops, quarantine, journal)."""
         from .query.views import run_sql
 
         return run_sql(self, query, params)

@@ -202,6 +202,9 @@ def test_quarantine_records_bad_rows_and_continues(store, tmp_path):
     q = pq.read_table(store.backend.object_path(entry["quarantine"])).to_pylist()
     assert len(q) == rep.quarantined and all(r["reason"] for r in q)
     assert {r["origin_line"] for r in q} >= {3, 5}
+    view = store.sql("SELECT ingest_id, origin_line, reason FROM quarantine ORDER BY origin_line").to_pylist()
+    assert [r["origin_line"] for r in view] == sorted(r["origin_line"] for r in q)
+    assert {r["ingest_id"] for r in view} == {rep.ingest_id}
 
 
 def test_value_mapping_from_typed_tables(store):

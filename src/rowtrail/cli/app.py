@@ -131,7 +131,7 @@ def ingest(
     )
     render.table(None, ["source", "rows"], sorted(rep.sources.items()))
     if rep.quarantined:
-        render.err.print(f"[yellow]{rep.quarantined} bad row(s) quarantined; see them with: rowtrail status --json[/yellow]")
+        render.err.print(f"[yellow]{rep.quarantined} bad row(s) quarantined; see them with: rowtrail sql \"SELECT * FROM quarantine WHERE ingest_id = '{rep.ingest_id}'\"[/yellow]")
 
 
 @app.command("rm")
@@ -381,7 +381,7 @@ def _write_table(t: Any, output: Path) -> None:
 
 @app.command()
 def sql(
-    query: str = typer.Argument(..., help="SQL over views: sources, rows, versions, version_rows, drops, journal."),
+    query: str = typer.Argument(..., help="SQL over views: sources, rows, versions, version_rows, drops, quarantine, journal."),
     output: Path | None = typer.Option(None, "--output", "-o"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

@@ -2,7 +2,9 @@
 
 Views: ``sources``, ``rows`` (every row the store holds: provenance columns and ``content`` as
 canonical JSON text; query fields with ``content->>'field'``), ``versions``, ``version_rows``
-(version_id, row_id, weight), ``drops`` and ``journal``. Only the views a query names are built.
+(version_id, row_id, weight), ``drops``, ``quarantine`` (bad input rows kept by
+``--on-error quarantine``, with file, line, field and reason) and ``journal``. Only the views a
+query names are built.
 The connection is in-memory and discarded after the query, so nothing a query does reaches the store.
 """
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
     from ..store import Store
 
-VIEWS = ("sources", "rows", "versions", "version_rows", "drops", "journal")
+VIEWS = ("sources", "rows", "versions", "version_rows", "drops", "quarantine", "journal")
 
 
 def _sql_list(paths: list[str]) -> str:
@@ -109,6 +111,18 @@ def connect(store: Store, query: str) -> duckdb.DuckDBPyConnection:
         ]
         body = " UNION ALL ".join(selects) if selects else "SELECT NULL::VARCHAR AS row_id, NULL::VARCHAR AS reason_code, NULL::VARCHAR AS reason, NULL::VARCHAR AS corpus, NULL::BIGINT AS seq WHERE false"
         con.execute(f"CREATE VIEW drops AS {body}")
+    if "quarantine" in words:
+        selects = [
+            f"SELECT '{e['ingest_id']}' AS ingest_id, '{e['corpus']}' AS corpus, {e['seq']} AS seq, * "
+            f"FROM read_parquet('{obj(e['quarantine'])}')"
+            for e in state.entries
+            if e["kind"] == "ingest" and e.get("quarantine")
+        ]
+        body = " UNION ALL ".join(selects) if selects else (
+            "SELECT NULL::VARCHAR AS ingest_id, NULL::VARCHAR AS corpus, NULL::BIGINT AS seq, NULL::VARCHAR AS origin_file, "
+            "NULL::BIGINT AS origin_line, NULL::VARCHAR AS field, NULL::VARCHAR AS reason, NULL::VARCHAR AS raw WHERE false"
+        )
+        con.execute(f"CREATE VIEW quarantine AS {body}")
     return con
 
 
