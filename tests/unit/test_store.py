@@ -273,3 +273,13 @@ def test_sorted_membership_matches_sets(xs, ys, block):
     raw = lambda arr: [bytes(arr[i : i + 1].tobytes()) for i in range(len(arr))]  # noqa: E731
     assert in_b.tolist() == [x in ys for x in raw(a)]
     assert in_a.tolist() == [y in xs for y in raw(b)]
+
+
+def test_verify_reads_stored_utf8_bytes_exactly():
+    from rowtrail.ops.verify import _utf8_values
+
+    values = ["", "a", "données 模型 🙂", '{"k":"\\n"}'] * 3
+    col = pa.chunked_array([pa.array(values[:5]), pa.array(values[5:])])
+    assert [bytes(v) for v in _utf8_values(col)] == [v.encode() for v in values]
+    sliced = pa.chunked_array([pa.array(values).slice(2, 6)])
+    assert [bytes(v) for v in _utf8_values(sliced)] == [v.encode() for v in values[2:8]]
