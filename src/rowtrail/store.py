@@ -43,7 +43,7 @@ def resolve_path(path: str | os.PathLike[str] | None) -> Path:
     text = str(path)
     if "://" in text and not text.startswith("file://"):
         raise StoreError(f"object-store URLs ({text.split('://')[0]}://) need the object-store backend, which this build does not include")
-    return Path(text.removeprefix("file://"))
+    return Path(text.removeprefix("file://")).expanduser()
 
 
 def init(path: str | os.PathLike[str] | None = None) -> Store:
