@@ -1,5 +1,6 @@
 """Trace: everything the store knows about one row — its source (licence, legal basis), ingest and
-origin line, content, drops, lineage edges, every version that holds it, and runs that trained on it.
+origin line, content, steps, drops, lineage edges, every version that holds it, and runs that
+trained on it.
 
 Finding a row costs one chunk lookup per version (binary search over chunk ranges, then one chunk),
 not a scan: only a row that is in no version at all (staged, or removed before any commit) falls
@@ -114,6 +115,9 @@ def trace(store: Store, row_id: str) -> dict[str, Any]:
             "options": ingest.get("options", {}),
             "seq": segment.seq,
         },
+        # transformation steps the row went through (its lineage edges made by steps; ingest-level
+        # supersessions are under "lineage"); pipelines with steps arrive with the lineage work
+        "steps": [e for e in lineage if e["by"] not in state.ingests],
         "drops": drops,
         "lineage": lineage,
         "versions": versions,
