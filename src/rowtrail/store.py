@@ -217,11 +217,6 @@ class Store:
 
         return ingest(self, inputs, source=source, **kwargs)
 
-    def _publish_ingest(self, *args: Any) -> IngestReport:
-        from .ops.ingest import publish
-
-        return publish(self, *args)
-
     def remove(self, source: str | None = None, row_ids: Sequence[str] | None = None, reason: str | None = None, corpus: str = "main") -> int:
         """Stage the removal of a source's rows (or of given row ids); returns how many rows."""
         from .ops.remove import remove

@@ -630,7 +630,7 @@ def ingest(
             raise IngestError("no rows found in the input", ", ".join(p.name for p in parts))
         files = [{"name": str(p), "sha256": file_digests.get(str(p)), "bytes": os.path.getsize(p)} for p in items if is_path(p)]
         files += table_files
-        return store._publish_ingest(spec, results, quarantine, files, corpus, opts, replace, yes)
+        return publish(store, spec, results, quarantine, files, corpus, opts, replace, yes)
     finally:
         for p in tmp_files:
             if os.path.exists(p):
