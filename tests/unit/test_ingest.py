@@ -314,3 +314,16 @@ def test_large_tables_are_split_across_workers_and_recorded(store):
     assert v.row_count == n
     last = store.rows(limit=None).to_pylist()
     assert {r["origin_line"] for r in last if r["source_key"] == f"r{n - 1}"} == {n - 1}
+
+
+def test_bom_and_json_array_files(store, tmp_path):
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + b'{"id": "1", "t": "x"}\n')
+    assert store.ingest(str(bom), source="src-a", key_field="id").rows == 1
+    csvf = tmp_path / "bom.csv"
+    csvf.write_bytes(b"\xef\xbb\xbfid,t\n2,y\n")
+    assert store.ingest(str(csvf), source="src-a", key_field="id").rows == 1
+    arr = tmp_path / "array.json"
+    arr.write_text('[{"id": "3", "t": "z"}]')
+    with pytest.raises(rt.IngestError, match="JSON array, not JSON Lines"):
+        store.ingest(str(arr), source="src-a", key_field="id")

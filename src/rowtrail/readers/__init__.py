@@ -142,12 +142,21 @@ def _iter_line_blocks(part: Part) -> Iterator[list[bytes]]:
             fh.seek(part.start)
         remaining = part.end - part.start if part.end >= 0 else -1
         carry = b""
+        first = part.start == 0
         while remaining != 0:
             block = fh.read(READ_BLOCK if remaining < 0 else min(READ_BLOCK, remaining))
             if not block:
                 break
             if remaining > 0:
                 remaining -= len(block)
+            if first:
+                first = False
+                block = block.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not content
+                if block.lstrip()[:1] == b"[" and part.name.lower().removesuffix(".gz").removesuffix(".zst").endswith(".json"):
+                    raise IngestError(
+                        "holds a JSON array, not JSON Lines (one object per line); convert it, e.g. jq -c '.[]' FILE > FILE.jsonl",
+                        part.name,
+                    )
             lines = (carry + block).split(b"\n")
             carry = lines.pop()
             yield lines
@@ -193,7 +202,7 @@ def _read_lines_carefully(name: str, lines: list[bytes], first: int) -> RawBatch
 
 def _read_csv(part: Part, batch_rows: int) -> Iterator[RawBatch]:
     with _open_binary(part.path) as fb:  # type: ignore[arg-type]
-        text = io.TextIOWrapper(fb, encoding="utf-8", newline="")  # type: ignore[type-var]
+        text = io.TextIOWrapper(fb, encoding="utf-8-sig", newline="")  # type: ignore[type-var]  # -sig: Excel's BOM
         reader = csv.reader(text)
         try:
             header = next(reader)
