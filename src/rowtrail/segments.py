@@ -13,15 +13,12 @@ A segment is a pair of Parquet objects in the same row order:
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
-
-if TYPE_CHECKING:
-    from .backends.local import LocalBackend
 
 ID = pa.binary(32)
 ATTR_PREFIX = "attr."
@@ -147,7 +144,3 @@ def lookup(path: str, column: str, value: bytes) -> pa.Table:
     col = table.column(column)
     mask = pa.compute.equal(col, pa.scalar(value, col.type))
     return table.filter(mask)
-
-
-def object_path(backend: LocalBackend, digest: str) -> str:
-    return str(backend.object_path(digest))

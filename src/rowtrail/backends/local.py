@@ -72,9 +72,6 @@ class LocalBackend:
         self.journal_path.touch()
         self._write_atomic(self.root / "rowtrail.toml", config_text.encode())
 
-    def describe(self) -> str:
-        return str(self.root)
-
     # -- objects -----------------------------------------------------------------------------------
     def object_path(self, digest: str) -> Path:
         return self.root / OBJECT_DIR / digest[:2] / digest[2:]

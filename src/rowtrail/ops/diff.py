@@ -74,11 +74,6 @@ def _merge_membership(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
     return in_b, in_a
 
 
-def member_mask(probe: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
-    """For each id of sorted ``probe``, whether it is in sorted ``sorted_ids``."""
-    return sorted_membership(probe, sorted_ids)[0]
-
-
 class ProvenanceSet:
     """What a version is made of: its sources (with snapshots) and its rows (as chunked id lists)."""
 
@@ -212,4 +207,4 @@ class ProvenanceDiff:
         )
 
 
-__all__ = ["ProvenanceDiff", "ProvenanceSet", "member_mask", "sorted_membership"]
+__all__ = ["ProvenanceDiff", "ProvenanceSet", "sorted_membership"]

@@ -34,8 +34,8 @@ def rows_of_source(store: Store, records: np.ndarray, source: str) -> np.ndarray
             mask |= here
         else:
             pos = np.flatnonzero(here)
-            sids = store.segment_column(int(seg), "source_id")[records["row"][pos].astype(np.int64)]
-            mask[pos[sids == source]] = True
+            codes, values = store.segment_codes(int(seg), "source_id")
+            mask[pos[codes[records["row"][pos].astype(np.int64)] == values.index(source)]] = True
     return mask
 
 

@@ -25,13 +25,6 @@ if TYPE_CHECKING:
 
     from ..store import Store
 
-VIEWS = ("sources", "rows", "versions", "version_rows", "drops", "quarantine", "journal")
-
-
-def _sql_list(paths: list[str]) -> str:
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
-
-
 def _sources(store: Store) -> pa.Table:
     recs = [s.to_dict() for s in store.sources.list()]
     for r in recs:
