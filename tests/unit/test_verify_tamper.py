@@ -110,6 +110,22 @@ def _write_journal(path: Path, lines: list[bytes]) -> None:
     (path / "journal.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
 
 
+def _verify_with_journal(path: Path, lines: list[bytes], rewrite_head: bool) -> VerifyReport:
+    """Verify with the journal replaced by ``lines`` (and, if asked, a HEAD.json that matches them,
+    as an editor covering their tracks would write); the store is restored afterwards."""
+    original_journal = (path / "journal.jsonl").read_bytes()
+    original_head = (path / "HEAD.json").read_bytes()
+    _write_journal(path, lines)
+    if rewrite_head:
+        head = {"seq": len(lines) - 1, "digest": hashlib.sha256(lines[-1]).hexdigest(), "bytes": sum(len(x) + 1 for x in lines)}
+        (path / "HEAD.json").write_bytes(orjson.dumps(head))
+    try:
+        return _verify(path)
+    finally:
+        (path / "journal.jsonl").write_bytes(original_journal)
+        (path / "HEAD.json").write_bytes(original_head)
+
+
 # -- the good store --------------------------------------------------------------------------------
 
 
@@ -233,21 +249,10 @@ def test_every_removed_entry_is_caught(signed_store: Path, rewrite_head: bool) -
 
     (Dropping the *last* entry and rewriting HEAD.json is a rollback to an earlier valid state, which the
     store alone cannot tell apart from that state; it is not tested here.)"""
-    original_journal = (signed_store / "journal.jsonl").read_bytes()
-    original_head = (signed_store / "HEAD.json").read_bytes()
     lines = _journal_lines(signed_store)
     missed = []
     for i in range(len(lines) - 1):
-        kept = lines[:i] + lines[i + 1 :]
-        _write_journal(signed_store, kept)
-        if rewrite_head:
-            head = {"seq": len(kept) - 1, "digest": hashlib.sha256(kept[-1]).hexdigest(), "bytes": sum(len(x) + 1 for x in kept)}
-            (signed_store / "HEAD.json").write_bytes(orjson.dumps(head))
-        try:
-            rep = _verify(signed_store)
-        finally:
-            (signed_store / "journal.jsonl").write_bytes(original_journal)
-            (signed_store / "HEAD.json").write_bytes(original_head)
+        rep = _verify_with_journal(signed_store, lines[:i] + lines[i + 1 :], rewrite_head)
         n = i + 1
         if rep.ok or not any(name in (f"journal.jsonl line {n}", f"journal.jsonl line {n + 1}") for name in _names(rep)):
             missed.append((n, rep.problems))
@@ -257,21 +262,11 @@ def test_every_removed_entry_is_caught(signed_store: Path, rewrite_head: bool) -
 @pytest.mark.parametrize("rewrite_head", [False, True], ids=["head-kept", "head-rewritten"])
 def test_swapped_entries_are_caught(signed_store: Path, rewrite_head: bool) -> None:
     lines = _journal_lines(signed_store)
-    original_journal = (signed_store / "journal.jsonl").read_bytes()
-    original_head = (signed_store / "HEAD.json").read_bytes()
     missed = []
     for i in range(len(lines) - 1):
         swapped = list(lines)
         swapped[i], swapped[i + 1] = swapped[i + 1], swapped[i]
-        _write_journal(signed_store, swapped)
-        if rewrite_head:
-            head = {"seq": len(swapped) - 1, "digest": hashlib.sha256(swapped[-1]).hexdigest(), "bytes": len(original_journal)}
-            (signed_store / "HEAD.json").write_bytes(orjson.dumps(head))
-        try:
-            rep = _verify(signed_store)
-        finally:
-            (signed_store / "journal.jsonl").write_bytes(original_journal)
-            (signed_store / "HEAD.json").write_bytes(original_head)
+        rep = _verify_with_journal(signed_store, swapped, rewrite_head)
         if rep.ok or f"journal.jsonl line {i + 1}" not in _names(rep):
             missed.append((i + 1, rep.problems))
     assert not missed, missed
