@@ -28,6 +28,7 @@ from .versions.journal import State, encode_entry, now_rfc3339
 from .versions.manifest import ChunkCache
 
 if TYPE_CHECKING:
+    from .ops.apply import ApplyReport
     from .ops.ingest import IngestReport
     from .ops.verify import VerifyReport
     from .versions.version import Version
@@ -78,6 +79,7 @@ class Store:
         self.chunks = ChunkCache(self.backend)
         self._columns: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
         self._manifests: dict[str, dict[str, Any]] = {}
+        self._applied: dict[str, list[Any]] = {}  # steps this process applied, per corpus (user functions live only here)
         self.sources = SourceRegistry(self)
 
     def __repr__(self) -> str:
@@ -222,6 +224,13 @@ class Store:
         from .ops.remove import remove
 
         return remove(self, source=source, row_ids=row_ids, reason=reason, corpus=corpus)
+
+    def apply(self, steps: Any, corpus: str = "main", monitor: dict[str, Any] | None = None, dry_run: bool = False, progress: Any = None) -> ApplyReport:
+        """Set the corpus pipeline (a list of ``rowtrail.steps`` or a ``Pipeline``), run it over the
+        input set and stage the result; ``dry_run`` only reports what it would do."""
+        from .ops.apply import apply
+
+        return apply(self, steps, corpus=corpus, monitor=monitor, dry_run=dry_run, progress=progress)
 
     def commit(self, message: str, tag: str | None = None, corpus: str = "main", sign: bool = True, key: str | None = None, allow_empty: bool = False) -> Version:
         from .ops.commit import commit

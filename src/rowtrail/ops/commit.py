@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import __version__
-from ..errors import NothingToCommitError, RefError, StepError, TagExistsError
+from ..errors import NothingToCommitError, RefError, TagExistsError
 from ..hashing import distinct_sorted, exact_sums, jcs, merkle_root, weights_sha256
 from ..versions import signing
 from ..versions.journal import now_rfc3339
 from ..versions.manifest import CACHE_LEVEL, upper_levels, write_chunks
+from ..records import Segment
+from .apply import publish_run, read_run, rebuild, reusable_run, run_pipeline
 from .inputs import current_inputs
 
 if TYPE_CHECKING:
@@ -103,6 +105,7 @@ def commit(
     sign: bool = True,
     key: str | None = None,
     allow_empty: bool = False,
+    progress: Any = None,
 ) -> str:
     """Commit the corpus's staged work as a new version; returns its version id."""
     signing_key = signing.load_signing_key(key) if sign else None
@@ -114,11 +117,21 @@ def commit(
         if staged.empty and parent is not None and not allow_empty:
             raise NothingToCommitError(f"nothing staged for corpus '{corpus}'; ingest, remove or apply first (see 'rowtrail status')")
         inputs = current_inputs(store, state, corpus)
-        pipeline = state.pipelines.get(corpus, [])
-        if pipeline:
-            raise StepError("this store's pipeline has steps, which this rowtrail build cannot run yet")
-        rows = inputs
-        step_ids: list[str] = []
+        defs = state.pipelines.get(corpus, [])
+        step_ids = [d["step_id"] for d in defs]
+        new_segments: list[dict[str, Any]] = []
+        run_digest = reusable_run(state, corpus) if defs else None
+        if run_digest is not None:
+            run_doc, rows = read_run(store, run_digest)
+        elif defs:
+            pipeline = rebuild(store, state, corpus)
+            run = run_pipeline(store, pipeline, inputs, progress)
+            run_digest, new_segments, rows = publish_run(store, state, run, corpus, pipeline, merkle_root(inputs["id"]))
+            for seg in new_segments:  # the commit entry registers them; gather() needs them now
+                state.segments.append(Segment(seg=seg["seg"], sources=tuple(seg["sources"]), provenance=seg["provenance"], content=seg["content"], rows=seg["rows"], ingest_id=f"step:{seg['step_id']}", seq=state.seq + 1))
+            run_doc, _ = read_run(store, run_digest)
+        else:
+            rows, run_doc = inputs, None
         content, storage = build_content(store, corpus, rows, inputs, step_ids, None)
         content_id = hashlib.sha256(jcs(content)).hexdigest()
         record = {
@@ -141,7 +154,9 @@ def commit(
             "format": MANIFEST_FORMAT,
             "version_id": version_id,
             "record": record,
-            "steps": {},
+            "steps": {sid: _definition(s["definition"]) for sid, s in run_doc["steps"].items()} if run_doc else {},
+            "lineage": {sid: {k: s[k] for k in ("drops", "edges", "weights", "columns", "report")} for sid, s in run_doc["steps"].items()} if run_doc else {},
+            "run": run_digest,
             "segments": {str(s): _segment_ref(state, s) for s in used},
             "source_snapshots": store.snapshots_of(rows),
             "rowtrail_version": __version__,
@@ -157,9 +172,15 @@ def commit(
                 "record": record,
                 "manifest": manifest_digest,
                 "envelope": envelope_digest,
+                **({"segments": new_segments} if new_segments else {}),
             },
         )
     return version_id
+
+
+def _definition(d: dict[str, Any]) -> dict[str, Any]:
+    """A step as the version records it: name, params, code fingerprint, rowtrail version."""
+    return {k: d[k] for k in ("name", "use", "version", "params", "code", "scope", "rowtrail_version", "function") if k in d}
 
 
 def _segment_ref(state: State, seg: int) -> dict[str, Any]:

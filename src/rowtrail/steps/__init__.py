@@ -1,10 +1,42 @@
-"""Transformation steps (filter, dedupe, reweight, upsample, sample, rewrite, score).
+"""Transformation steps: ``from rowtrail import steps``.
 
-The Step contract: Arrow record batches in, record batches out, plus lineage edges, drops with
-reasons and weight changes; every parent is accounted for. The built-in steps arrive with the
-lineage work; until then a corpus's pipeline is empty and a version is its input set.
+``steps.filter``, ``score``, ``reweight``, ``upsample``, ``sample``, ``mix``, ``dedupe_exact``,
+``dedupe_near`` and ``rewrite`` build pinned ``Step`` objects (the contract is in ``base.py``);
+``store.apply([...])`` sets them as a corpus's pipeline, and ``load_pipeline("pipeline.toml")`` reads
+the same list from a pipeline file. User functions are imported only from the user's own pipeline
+file or code, never from anything stored.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .base import Changes, Step, StepOutput
+from .builtin import DedupeExact, DedupeNear, Filter, Mix, Reweight, Rewrite, Sample, Score, Upsample
+from .pipeline import Pipeline, from_definition, load_pipeline
+
+filter = Filter  # noqa: A001 - the design's public name
+score = Score
+reweight = Reweight
+upsample = Upsample
+sample = Sample
+mix = Mix
+dedupe_exact = DedupeExact
+dedupe_near = DedupeNear
+rewrite = Rewrite
+
+__all__ = [
+    "Changes",
+    "Pipeline",
+    "Step",
+    "StepOutput",
+    "dedupe_exact",
+    "dedupe_near",
+    "filter",
+    "from_definition",
+    "load_pipeline",
+    "mix",
+    "reweight",
+    "rewrite",
+    "sample",
+    "score",
+    "upsample",
+]

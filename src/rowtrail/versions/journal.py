@@ -60,6 +60,7 @@ class State:
     heads: dict[str, str] = field(default_factory=dict)
     staged: dict[str, Staged] = field(default_factory=dict)
     pipelines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    monitors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # -- replay ------------------------------------------------------------------------------------
     @classmethod
@@ -83,25 +84,17 @@ class State:
                 self._put_source(src, e)
         elif kind == "ingest":
             self.ingests[e["ingest_id"]] = e
-            for s in e["segments"]:
-                self.segments.append(
-                    Segment(
-                        seg=s["seg"],
-                        sources=tuple(s["sources"]),
-                        provenance=s["provenance"],
-                        content=s["content"],
-                        rows=s["rows"],
-                        ingest_id=e["ingest_id"],
-                        seq=e["seq"],
-                    )
-                )
+            self._add_segments(e)
             self.staged.setdefault(e["corpus"], Staged()).entries.append(e)
         elif kind == "remove":
             self.staged.setdefault(e["corpus"], Staged()).entries.append(e)
         elif kind == "pipeline":
             self.pipelines[e["corpus"]] = e["steps"]
+            self.monitors[e["corpus"]] = e.get("monitor") or {}
+            self._add_segments(e)
             self.staged.setdefault(e["corpus"], Staged()).entries.append(e)
         elif kind == "commit":
+            self._add_segments(e)
             rec = e["record"]
             info = VersionInfo(
                 version_id=e["version_id"],
@@ -122,6 +115,24 @@ class State:
                 self.tags[info.tag] = info.version_id
             self.heads[e["corpus"]] = info.version_id
             self.staged[e["corpus"]] = Staged()
+
+    def _add_segments(self, e: dict[str, Any]) -> None:
+        """Segments an entry wrote: an ingest's rows, or rows a pipeline step created
+        (``ingest_id`` is then ``step:<step id>``; the rows' own provenance names their ingest)."""
+        for s in e.get("segments") or []:
+            if s["seg"] < len(self.segments):  # already registered by the writer that made them
+                continue
+            self.segments.append(
+                Segment(
+                    seg=s["seg"],
+                    sources=tuple(s["sources"]),
+                    provenance=s["provenance"],
+                    content=s["content"],
+                    rows=s["rows"],
+                    ingest_id=e["ingest_id"] if e["kind"] == "ingest" else f"step:{s['step_id']}",
+                    seq=e["seq"],
+                )
+            )
 
     def _put_source(self, data: dict[str, Any], e: dict[str, Any]) -> None:
         rec = SourceRecord.from_dict(data)

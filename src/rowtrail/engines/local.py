@@ -1,0 +1,466 @@
+"""The local engine: runs a pipeline's steps over a corpus's input set in this process, with Arrow,
+DuckDB and numpy.
+
+The corpus in flight is a *frame*: one record per row (``id``, ``w``, ``seg``, ``row`` — where its
+provenance and content live), kept in segment order so each step reads every segment once. Steps
+see Arrow batches holding only the columns they need; a row-local step runs batch by batch, a
+global step maps batches to features, plans once over all features, then decides batch by batch
+(see ``steps/base.py``). Rows a step creates live in *pending* segments (in memory, numbered from
+``PENDING``) until the run is published, when they become ordinary segments of the store.
+
+After each step the engine checks the step's accounting, records its drops, edges, weight changes
+and attached columns, and measures what it did to the distribution (rows and weights per source,
+and the drift of the monitored columns).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from ..errors import StepError
+from ..hashing import ID_DTYPE, sort_ids
+from ..segments import ATTR_PREFIX, PROVENANCE_BASE
+from ..steps.base import CONTENT_FIELDS, CONTENT_TEXT, DROP_SCHEMA, EDGE_SCHEMA, Changes, Step, StepOutput, check_output, ids_of
+from ..steps.pipeline import Pipeline
+from ..steps.sql import referenced_columns
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+PENDING = 1 << 31  # segment numbers at or above this are a run's in-memory segments
+BATCH_ROWS = 65536
+PROVENANCE_NAMES = frozenset(PROVENANCE_BASE.names) | {"ingest_seq"}
+# the frame's records: RECORD_DTYPE's fields in native byte order (Arrow reads them without swaps)
+FRAME_DTYPE = np.dtype([("id", ID_DTYPE), ("w", np.float64), ("seg", np.uint32), ("row", np.uint32)])
+WEIGHT_SCHEMA = pa.schema([("row_id", pa.binary(32)), ("before", pa.float64()), ("after", pa.float64())])
+
+
+def _fixed(ids: np.ndarray) -> pa.Array:
+    raw = np.ascontiguousarray(ids, dtype=ID_DTYPE)
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), len(raw), [None, pa.py_buffer(raw.tobytes())])
+
+
+@dataclass
+class PendingSegment:
+    """Rows one step created from one parent segment: provenance and content tables, in row order."""
+
+    step_id: str
+    provenance: pa.Table
+    content: pa.Table
+    sources: tuple[str, ...]
+
+
+@dataclass
+class StepRun:
+    step: Step
+    drops: pa.Table
+    edges: pa.Table
+    weights: pa.Table
+    columns: pa.Table | None
+    report: dict[str, Any]
+
+
+@dataclass
+class RunResult:
+    records: np.ndarray  # the output rows (FRAME_DTYPE), sorted by id (pending rows have seg ≥ PENDING)
+    pending: list[PendingSegment]
+    steps: list[StepRun]
+    inputs: int
+    monitor: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Frame:
+    """The rows in flight, in segment order, with what each step needs to know about them."""
+
+    def __init__(self, records: np.ndarray, sources: np.ndarray, names: list[str]):
+        order = np.lexsort((records["row"], records["seg"]))
+        self.rec = records[order].astype(FRAME_DTYPE)
+        self.src = sources[order]
+        self.names = names
+        self.columns: dict[str, pa.Array] = {}  # attached by steps, aligned with rec
+        self.monitors: dict[str, pa.Array] = {}
+
+    def __len__(self) -> int:
+        return len(self.rec)
+
+    def groups(self, positions: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(segment, frame positions) per segment, each cut into batches of at most BATCH_ROWS."""
+        pos = np.arange(len(self.rec)) if positions is None else positions
+        if len(pos) == 0:
+            return
+        segs = self.rec["seg"][pos]
+        bounds = np.flatnonzero(np.diff(segs.astype(np.int64))) + 1
+        for part in np.split(pos, bounds):
+            for start in range(0, len(part), BATCH_ROWS):
+                yield int(self.rec["seg"][part[0]]), part[start : start + BATCH_ROWS]
+
+
+class LocalEngine:
+    def __init__(self, store: Store, progress: Callable[[str, int], None] | None = None):
+        self.store = store
+        self.pending: list[PendingSegment] = []
+        self.progress = progress
+        self._prov_cache: dict[int, pa.Table] = {}
+
+    # -- reading columns ---------------------------------------------------------------------------
+    def _segment_schema(self, seg: int) -> pa.Schema:
+        if seg >= PENDING:
+            return self.pending[seg - PENDING].provenance.schema
+        segment = self.store.state.segments[seg]
+        return pq.ParquetFile(self.store.backend.object_path(segment.provenance)).schema_arrow
+
+    def _provenance(self, seg: int, names: list[str]) -> pa.Table:
+        if seg >= PENDING:
+            return self.pending[seg - PENDING].provenance
+        have = self._prov_cache.get(seg)
+        missing = [n for n in names if have is None or n not in have.column_names]
+        if missing:
+            segment = self.store.state.segments[seg]
+            extra = pq.read_table(self.store.backend.object_path(segment.provenance), columns=missing)
+            have = extra if have is None else pa.Table.from_arrays([*have.columns, *extra.columns], names=[*have.column_names, *extra.column_names])
+            self._prov_cache[seg] = have
+        return have
+
+    def _content_texts(self, seg: int, rows: np.ndarray) -> pa.Array:
+        if seg >= PENDING:
+            return self.pending[seg - PENDING].content.column("content").take(pa.array(rows)).combine_chunks()
+        segment = self.store.state.segments[seg]
+        col = pq.read_table(self.store.backend.object_path(segment.content), columns=["content"]).column("content")
+        return col.take(pa.array(rows)).combine_chunks()
+
+    def batch(self, frame: Frame, seg: int, pos: np.ndarray, needs: frozenset[str], found: set[str] | None = None) -> pa.RecordBatch:
+        """The batch a step sees for these frame positions: row_id, weight and what it needs."""
+        rows = frame.rec["row"][pos].astype(np.int64)
+        cols: dict[str, pa.Array] = {"row_id": _fixed(frame.rec["id"][pos]), "weight": pa.array(frame.rec["w"][pos], pa.float64())}
+        schema = self._segment_schema(seg)
+        prov_names: dict[str, str] = {}
+        content_names: list[str] = []
+        want_text = CONTENT_TEXT in needs
+        for name in sorted(needs - {"row_id", "weight", CONTENT_TEXT, CONTENT_FIELDS}):
+            if name in frame.columns:
+                cols[name] = frame.columns[name].take(pa.array(pos))
+            elif name == "ingest_seq" and "ingest_seq" not in schema.names:
+                cols[name] = pa.array(np.full(len(pos), self.store.state.segments[seg].seq, dtype=np.int64))
+            elif name in schema.names and (name in PROVENANCE_NAMES or name.endswith("_sha256")):
+                prov_names[name] = name
+            elif ATTR_PREFIX + name in schema.names:
+                prov_names[name] = ATTR_PREFIX + name
+            elif name in schema.names:
+                prov_names[name] = name
+            else:
+                content_names.append(name)
+        if found is not None:
+            found.update(cols)
+            found.update(prov_names)
+        if prov_names:
+            table = self._provenance(seg, sorted(set(prov_names.values())))
+            taken = table.select(sorted(set(prov_names.values()))).take(pa.array(rows))
+            for name, col in prov_names.items():
+                cols[name] = taken.column(col).combine_chunks()
+        if content_names or want_text or CONTENT_FIELDS in needs:
+            texts = self._content_texts(seg, rows)
+            if want_text:
+                cols[CONTENT_TEXT] = texts
+            if content_names or CONTENT_FIELDS in needs:
+                parsed = content_columns(texts)
+                wanted = parsed.column_names if CONTENT_FIELDS in needs else content_names
+                for name in wanted:
+                    if name in parsed.column_names:
+                        cols.setdefault(name, parsed.column(name).combine_chunks())
+                        if found is not None:
+                            found.add(name)
+                    else:
+                        cols[name] = pa.nulls(len(pos))
+        return pa.RecordBatch.from_pydict(cols)
+
+    # -- running -----------------------------------------------------------------------------------
+    def run(self, pipeline: Pipeline, inputs: np.ndarray) -> RunResult:
+        hashes, src, names = self.store.gather(inputs, want_sources=True)
+        del hashes
+        frame = Frame(inputs, src, names)
+        monitor = pipeline.monitor or {}
+        exprs = [*monitor.get("numeric", []), *monitor.get("categorical", [])]
+        self._evaluate_monitors(frame, exprs, None)
+        runs = []
+        warnings: list[str] = []
+        for i, step in enumerate(pipeline.steps):
+            if self.progress:
+                self.progress(f"step {i + 1}/{len(pipeline.steps)} {step.name}", len(frame))
+            before = _snapshot(frame)
+            frame, run = self._run_step(frame, step)
+            self._evaluate_monitors(frame, exprs, run)
+            run.report = _report(step, before, frame, run, monitor)
+            for w in run.report.get("alerts", []):
+                text = f"step '{step.name}': {w['figure']} of {w['column']} is {w['value']:.4g} (≥ {w['level']} threshold {w['threshold']:g})"
+                if w["level"] == "fail":
+                    raise StepError(f"monitoring threshold exceeded — {text}; relax [monitor.thresholds] or fix the step")
+                warnings.append(text)
+            runs.append(run)
+        records = frame.rec[sort_ids(frame.rec["id"])] if len(frame) else frame.rec
+        if len(records) > 1 and (records["id"][1:] == records["id"][:-1]).any():
+            dup = records["id"][1:][records["id"][1:] == records["id"][:-1]][0]
+            raise StepError(f"the pipeline produced row {dup.hex()} twice; a derived row must have one origin per step")
+        return RunResult(records=records, pending=self.pending, steps=runs, inputs=len(inputs), monitor=monitor, warnings=warnings)
+
+    def _run_step(self, frame: Frame, step: Step) -> tuple[Frame, StepRun]:
+        found: set[str] = set()
+        needs = step.needs
+        plan = None
+        if step.scope == "global":
+            feats = [step.features(self.batch(frame, seg, pos, needs, found)) for seg, pos in frame.groups()]
+            plan = step.plan(pa.Table.from_batches(feats) if feats else pa.table({"row_id": pa.array([], pa.binary(32))}))
+            needs = getattr(step, "apply_needs", frozenset())
+            found.update(needs)
+        kept_pos: list[np.ndarray] = []
+        kept_w: list[np.ndarray] = []
+        col_parts: dict[str, list[pa.Array]] = {}
+        drops, edges, weights = [], [], []
+        new_frames: list[tuple[np.ndarray, np.ndarray, int]] = []  # (records, src, pending index)
+        for seg, pos in frame.groups():
+            batch = self.batch(frame, seg, pos, needs, found)
+            out = Changes(step, batch)
+            step.apply(batch, out, plan)
+            result = out.finish()
+            check_output(step, frame.rec["id"][pos], result)
+            kept_pos.append(pos[result.kept])
+            kept_w.append(result.weights)
+            for name, arr in result.columns.items():
+                col_parts.setdefault(name, []).append(arr)
+            drops.append(result.drops)
+            edges.append(result.edges)
+            changed = np.flatnonzero(result.weights != frame.rec["w"][pos][result.kept])
+            if len(changed):
+                at = pos[result.kept][changed]
+                weights.append(pa.table({"row_id": _fixed(frame.rec["id"][at]), "before": frame.rec["w"][at], "after": result.weights[changed]}, schema=WEIGHT_SCHEMA))
+            if result.new_rows.num_rows:
+                new_frames.append(self._pending(step, frame, seg, pos, result))
+        missing = {n for n in needs if n not in found and n not in (CONTENT_TEXT, CONTENT_FIELDS, "row_id", "weight")}
+        missing -= set(frame.columns)
+        if missing and len(frame):
+            raise StepError(f"step '{step.name}' reads column(s) {', '.join(sorted(missing))}, which no row has; check the names (content fields, provenance columns, attributes)")
+        kp = np.concatenate(kept_pos) if kept_pos else np.empty(0, np.int64)
+        rec = frame.rec[kp].copy()
+        rec["w"] = np.concatenate(kept_w) if kept_w else np.empty(0)
+        src = frame.src[kp]
+        attached = {name: arr.take(pa.array(kp)) for name, arr in frame.columns.items()}
+        for name, parts in col_parts.items():
+            attached[name] = pa.concat_arrays([p.cast(parts[0].type) for p in parts]) if parts else pa.array([])
+        monitors = {name: arr.take(pa.array(kp)) for name, arr in frame.monitors.items()}
+        n_old = len(rec)
+        if new_frames:
+            rec = np.concatenate([rec, *[f[0] for f in new_frames]])
+            src = np.concatenate([src, *[f[1] for f in new_frames]])
+        out = Frame.__new__(Frame)
+        out.rec, out.src, out.names = rec, src, frame.names
+        n_new = len(rec) - n_old
+        out.columns = {k: pa.concat_arrays([v, pa.nulls(n_new, v.type)]) if n_new else v for k, v in attached.items()}
+        out.monitors = {k: pa.concat_arrays([v, pa.nulls(n_new, v.type)]) if n_new else v for k, v in monitors.items()}
+        out.new_positions = np.arange(n_old, len(rec))  # type: ignore[attr-defined]
+        run = StepRun(
+            step=step,
+            drops=pa.concat_tables(drops).combine_chunks() if drops else DROP_SCHEMA.empty_table(),
+            edges=pa.concat_tables(edges).combine_chunks() if edges else EDGE_SCHEMA.empty_table(),
+            weights=pa.concat_tables(weights).combine_chunks() if weights else WEIGHT_SCHEMA.empty_table(),
+            columns=pa.table({"row_id": _fixed(rec["id"][: n_old]), **{k: v for k, v in attached.items() if k in col_parts}}) if col_parts else None,
+            report={},
+        )
+        return out, run
+
+    def _pending(self, step: Step, frame: Frame, seg: int, pos: np.ndarray, result: StepOutput) -> tuple[np.ndarray, np.ndarray, int]:
+        """Rows a step created from one segment's batch: a pending segment inheriting parents' provenance."""
+        new = result.new_rows
+        parent_pos = pos[new.column("parent").to_numpy()]
+        parent_rows = frame.rec["row"][parent_pos].astype(np.int64)
+        if seg >= PENDING:
+            prov = self.pending[seg - PENDING].provenance.take(pa.array(parent_rows))
+        else:
+            from ..segments import read_rows_at
+
+            segment = self.store.state.segments[seg]
+            prov = read_rows_at(str(self.store.backend.object_path(segment.provenance)), parent_rows)
+            if "ingest_seq" not in prov.column_names:
+                prov = prov.append_column("ingest_seq", pa.array(np.full(len(prov), segment.seq, dtype=np.int64)))
+        prov = prov.set_column(prov.schema.get_field_index("row_id"), "row_id", new.column("row_id"))
+        prov = prov.set_column(prov.schema.get_field_index("content_sha256"), "content_sha256", new.column("content_sha256"))
+        parent_ids = _fixed(frame.rec["id"][parent_pos])
+        for name, col in (("parent_row_id", parent_ids), ("step_id", pa.array([step.id] * len(prov), pa.string()))):
+            if name in prov.column_names:
+                prov = prov.set_column(prov.schema.get_field_index(name), name, col)
+            else:
+                prov = prov.append_column(name, col)
+        content = pa.table({"row_id": new.column("row_id"), "content": new.column("content")})
+        srcs = tuple(sorted(set(prov.column("source_id").to_pylist())))
+        self.pending.append(PendingSegment(step.id, prov, content, srcs))
+        k = len(self.pending) - 1
+        rec = np.empty(new.num_rows, dtype=FRAME_DTYPE)
+        rec["id"] = ids_of(new)
+        rec["w"] = new.column("weight").to_numpy()
+        rec["seg"] = PENDING + k
+        rec["row"] = np.arange(new.num_rows, dtype=np.uint32)
+        return rec, frame.src[parent_pos], k
+
+    # -- monitoring --------------------------------------------------------------------------------
+    def _evaluate_monitors(self, frame: Frame, exprs: list[str], run: StepRun | None) -> None:
+        """Values of each monitored expression for the frame's rows: computed for new rows, and
+        for all rows when the expression reads a column a step attached."""
+        from ..steps.sql import evaluate
+
+        if not exprs or not len(frame):
+            return
+        for expr in exprs:
+            refs = referenced_columns(expr)
+            have = frame.monitors.get(expr)
+            if have is None or refs & set(frame.columns):
+                positions = np.arange(len(frame))
+            else:
+                positions = getattr(frame, "new_positions", np.empty(0, np.int64))
+            if not len(positions):
+                continue
+            parts, at = [], []
+            for seg, pos in frame.groups(positions):
+                batch = self.batch(frame, seg, pos, refs)
+                parts.append(evaluate(batch, expr))
+                at.append(pos)
+            values = pa.concat_arrays([p.cast(_monitor_type(parts)) for p in parts])
+            if have is None or len(positions) == len(frame):
+                order = np.argsort(np.concatenate(at))
+                frame.monitors[expr] = values.take(pa.array(order))
+            else:
+                merged = have.cast(values.type) if have.type != values.type and not pa.types.is_null(values.type) else have
+                py = merged.to_pylist()
+                for p, v in zip(np.concatenate(at).tolist(), values.to_pylist()):
+                    py[p] = v
+                frame.monitors[expr] = pa.array(py, merged.type)
+
+
+def _monitor_type(parts: list[pa.Array]) -> pa.DataType:
+    types = {p.type for p in parts if not pa.types.is_null(p.type)}
+    if not types:
+        return pa.null()
+    if len(types) == 1:
+        return types.pop()
+    if all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types):
+        return pa.float64()
+    return pa.string()
+
+
+def content_columns(texts: pa.Array) -> pa.Table:
+    """Canonical JSON content texts as typed columns. Strings stay strings (no date guessing); when
+    rows disagree on a field's type, that field falls back to its JSON text."""
+    if len(texts) == 0:
+        return pa.table({})
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32, count=len(texts) + 1 + texts.offset)[texts.offset :]
+    values = np.frombuffer(texts.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    data = np.insert(values, (offsets[1:] - offsets[0]).astype(np.int64), ord("\n")).tobytes()
+    opts = pajson.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 30)), use_threads=True)
+    try:
+        table = pajson.read_json(io.BytesIO(data), read_options=opts)
+        stamped = [f for f in table.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
+        if stamped:
+            schema = pa.schema([pa.field(f.name, pa.string()) if f in stamped else f for f in table.schema])
+            table = pajson.read_json(io.BytesIO(data), read_options=opts, parse_options=pajson.ParseOptions(explicit_schema=schema))
+        return table
+    except pa.ArrowInvalid:
+        rows = [orjson.loads(t) for t in texts.to_pylist()]
+        names = sorted({k for r in rows for k in r})
+        cols = {}
+        for name in names:
+            vals = [r.get(name) for r in rows]
+            try:
+                cols[name] = pa.array(vals)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                cols[name] = pa.array([None if v is None else orjson.dumps(v).decode() for v in vals], pa.string())
+        return pa.table(cols)
+
+
+# -- reports ---------------------------------------------------------------------------------------
+def _snapshot(frame: Frame) -> dict[str, Any]:
+    return {"rec": frame.rec, "src": frame.src, "monitors": dict(frame.monitors)}
+
+
+def _per_source(src: np.ndarray, w: np.ndarray, names: list[str]) -> dict[str, tuple[int, float]]:
+    counts = np.bincount(src, minlength=len(names))
+    weights = np.bincount(src, weights=w, minlength=len(names))
+    return {names[i]: (int(counts[i]), float(weights[i])) for i in range(len(names)) if counts[i]}
+
+
+def _report(step: Step, before: dict[str, Any], frame: Frame, run: StepRun, monitor: dict[str, Any]) -> dict[str, Any]:
+    from ..monitoring.drift import categorical_drift, check, numeric_drift
+
+    b_src = _per_source(before["src"], before["rec"]["w"], frame.names)
+    a_src = _per_source(frame.src, frame.rec["w"], frame.names)
+    per_source = {
+        s: {"rows_in": b_src.get(s, (0, 0.0))[0], "rows_out": a_src.get(s, (0, 0.0))[0], "weight_in": b_src.get(s, (0, 0.0))[1], "weight_out": a_src.get(s, (0, 0.0))[1]}
+        for s in sorted(set(b_src) | set(a_src))
+    }
+    dropped: dict[str, int] = {}
+    if run.drops.num_rows:
+        for item in pc.value_counts(run.drops.column("reason_code").combine_chunks()).to_pylist():
+            dropped[item["values"]] = int(item["counts"])
+    edges: dict[str, int] = {}
+    if run.edges.num_rows:
+        for item in pc.value_counts(run.edges.column("kind").combine_chunks()).to_pylist():
+            edges[item["values"]] = int(item["counts"])
+    drift: dict[str, Any] = {}
+    alerts: list[dict[str, Any]] = []
+    wb, wa = before["rec"]["w"], frame.rec["w"]
+    src_b = np.array(frame.names, dtype=object)[before["src"]] if len(before["src"]) else np.array([], dtype=object)
+    src_a = np.array(frame.names, dtype=object)[frame.src] if len(frame.src) else np.array([], dtype=object)
+    cat = categorical_drift(src_b, src_a, before_weights=wb, after_weights=wa)
+    drift["source_id"] = {"kind": "categorical", **cat}
+    for expr in monitor.get("numeric", []):
+        vb = _numeric(before["monitors"].get(expr), len(wb))
+        va = _numeric(frame.monitors.get(expr), len(wa))
+        drift[expr] = {"kind": "numeric", **numeric_drift(vb, va, before_weights=wb, after_weights=wa, bins=monitor.get("bins", 10))}
+    for expr in monitor.get("categorical", []):
+        vb = _labels(before["monitors"].get(expr), len(wb))
+        va = _labels(frame.monitors.get(expr), len(wa))
+        drift[expr] = {"kind": "categorical", **categorical_drift(vb, va, before_weights=wb, after_weights=wa)}
+    thresholds = monitor.get("thresholds") or {}
+    if thresholds:
+        for column, figures in drift.items():
+            for alert in check(figures, thresholds):
+                alerts.append({**alert, "column": column})
+    return {
+        "step_id": step.id,
+        "name": step.name,
+        "use": step.kind,
+        "rows_in": int(len(before["rec"])),
+        "rows_out": int(len(frame)),
+        "weight_in": float(np.sum(wb)),
+        "weight_out": float(np.sum(wa)),
+        "dropped": dict(sorted(dropped.items())),
+        "edges": dict(sorted(edges.items())),
+        "reweighted": int(run.weights.num_rows),
+        "per_source": per_source,
+        "drift": drift,
+        "alerts": alerts,
+    }
+
+
+def _numeric(values: pa.Array | None, n: int) -> np.ndarray:
+    if values is None or pa.types.is_null(values.type):
+        return np.full(n, np.nan)
+    if pa.types.is_boolean(values.type):
+        values = values.cast(pa.int8())
+    try:
+        return values.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise StepError(f"monitored numeric expression gives {values.type}; list it under 'categorical'") from None
+
+
+def _labels(values: pa.Array | None, n: int) -> np.ndarray:
+    if values is None:
+        return np.array([None] * n, dtype=object)
+    return np.array(values.cast(pa.string()).to_pylist(), dtype=object)

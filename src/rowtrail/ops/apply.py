@@ -1,0 +1,194 @@
+"""Apply: set a corpus's pipeline, run it over the corpus's input set, and stage the result.
+
+``apply`` runs the steps (engines/local.py), then publishes what they produced as objects — the
+rows steps created (as segments), and per step its drops, lineage edges, weight changes, attached
+columns and monitoring report — and one ``pipeline`` journal entry naming them. ``commit`` then
+reuses that run when nothing was staged after it; otherwise it runs the pipeline again itself
+(built-in steps only: a step that runs a user function is never rebuilt from the store, so a
+changed input set needs another ``apply`` from the user's own code or pipeline file).
+
+The whole run holds the store's write lock: segment numbers and the input set cannot move under it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import StepError
+from ..hashing import jcs, merkle_root
+from ..segments import CONTENT_ROW_GROUP_ROWS, CONTENT_SCHEMA, PARQUET_OPTS, ROW_GROUP_ROWS
+from ..steps.base import Step
+from ..steps.pipeline import Pipeline, as_pipeline, from_definition
+from ..versions.manifest import RECORD_DTYPE
+from .inputs import current_inputs
+
+if TYPE_CHECKING:
+    from ..engines.local import RunResult
+    from ..store import Store
+    from ..versions.journal import State
+
+RUN_FORMAT = "rowtrail.run/1"
+
+
+@dataclass
+class ApplyReport:
+    corpus: str
+    pipeline: list[dict[str, Any]]
+    rows_in: int
+    rows_out: int
+    weight_out: float
+    steps: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+    run: str | None = None  # the run object's digest (None for a dry run)
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("corpus", "pipeline", "rows_in", "rows_out", "weight_out", "steps", "warnings", "run", "dry_run")}
+
+
+def run_pipeline(store: Store, pipeline: Pipeline, inputs: np.ndarray, progress: Callable[[str, int], None] | None = None) -> RunResult:
+    from ..engines.local import LocalEngine
+
+    return LocalEngine(store, progress=progress).run(pipeline, inputs)
+
+
+def _put_table(store: Store, table: pa.Table | None, row_group: int = ROW_GROUP_ROWS) -> str | None:
+    if table is None or table.num_rows == 0:
+        return None
+    path = store.backend.new_tmp_path(".parquet")
+    pq.write_table(table, path, row_group_size=row_group, **PARQUET_OPTS)
+    return store.backend.put_file(path)
+
+
+def publish_run(store: Store, state: State, run: RunResult, corpus: str, pipeline: Pipeline, inputs_root: str) -> tuple[str, list[dict[str, Any]], np.ndarray]:
+    """Write a run's objects; returns the run object's digest, the new segments (journal form) and
+    the output records with real segment numbers."""
+    from ..engines.local import PENDING
+
+    first = state.next_seg()
+    segments = []
+    with store.backend.deferred_sync():
+        for k, p in enumerate(run.pending):
+            segments.append(
+                {
+                    "seg": first + k,
+                    "sources": list(p.sources),
+                    "provenance": _put_table(store, p.provenance),
+                    "content": _put_table(store, p.content.cast(CONTENT_SCHEMA), CONTENT_ROW_GROUP_ROWS),
+                    "rows": p.provenance.num_rows,
+                    "step_id": p.step_id,
+                }
+            )
+        records = run.records.copy()
+        pending = records["seg"] >= PENDING
+        records["seg"][pending] = records["seg"][pending] - PENDING + first
+        records = records.astype(RECORD_DTYPE)
+        steps = {}
+        for sr in run.steps:
+            steps[sr.step.id] = {
+                "definition": sr.step.definition(),
+                "drops": _put_table(store, sr.drops),
+                "edges": _put_table(store, sr.edges),
+                "weights": _put_table(store, sr.weights),
+                "columns": _put_table(store, sr.columns),
+                "report": sr.report,
+            }
+        doc = {
+            "format": RUN_FORMAT,
+            "corpus": corpus,
+            "inputs_root": inputs_root,
+            "inputs": run.inputs,
+            "pipeline": pipeline.step_ids,
+            "monitor": pipeline.monitor,
+            "steps": steps,
+            "output": store.backend.put_bytes(records.tobytes()),
+            "rows": int(len(records)),
+            "segments": segments,
+        }
+        digest = store.backend.put_bytes(jcs(doc))
+    return digest, segments, records
+
+
+def read_run(store: Store, digest: str) -> tuple[dict[str, Any], np.ndarray]:
+    doc = orjson.loads(store.backend.read_bytes(digest))
+    records = np.frombuffer(store.backend.read_bytes(doc["output"]), dtype=RECORD_DTYPE) if doc["rows"] else np.empty(0, RECORD_DTYPE)
+    return doc, records
+
+
+def reusable_run(state: State, corpus: str) -> str | None:
+    """The staged pipeline run commit may reuse: the last staged entry that changes the corpus is
+    an ``apply`` (nothing ingested or removed after it)."""
+    for entry in reversed(state.staged_for(corpus).entries):
+        if entry["kind"] == "pipeline":
+            return entry.get("run")
+        if entry["kind"] in ("ingest", "remove"):
+            return None
+    return None
+
+
+def rebuild(store: Store, state: State, corpus: str) -> Pipeline:
+    """The corpus pipeline as runnable steps: the objects this process applied, or built-ins rebuilt
+    from their recorded definitions."""
+    defs = state.pipelines.get(corpus, [])
+    live = {s.id: s for s in store._applied.get(corpus, [])}
+    steps = [live.get(d["step_id"]) or from_definition(d) for d in defs]
+    return Pipeline(steps, state.monitors.get(corpus) or {})
+
+
+def summary(run: RunResult) -> list[dict[str, Any]]:
+    return [s.report for s in run.steps]
+
+
+def apply(
+    store: Store,
+    steps: Pipeline | Sequence[Step],
+    *,
+    corpus: str = "main",
+    monitor: dict[str, Any] | None = None,
+    dry_run: bool = False,
+    progress: Callable[[str, int], None] | None = None,
+) -> ApplyReport:
+    pipeline = as_pipeline(steps, monitor)
+    ids = pipeline.step_ids
+    if len(set(ids)) != len(ids):
+        raise StepError("the pipeline lists the same step twice (same name, version, params and code); give one a different name")
+    with store._write() as state:
+        inputs = current_inputs(store, state, corpus)
+        run = run_pipeline(store, pipeline, inputs, progress)
+        report = ApplyReport(
+            corpus=corpus,
+            pipeline=[s.definition() for s in pipeline.steps],
+            rows_in=int(len(inputs)),
+            rows_out=int(len(run.records)),
+            weight_out=float(run.records["w"].astype(np.float64).sum()) if len(run.records) else 0.0,
+            steps=summary(run),
+            warnings=run.warnings,
+            dry_run=dry_run,
+        )
+        if dry_run:
+            return report
+        inputs_root = merkle_root(inputs["id"])
+        digest, segments, _records = publish_run(store, state, run, corpus, pipeline, inputs_root)
+        store._append(
+            state,
+            {
+                "kind": "pipeline",
+                "corpus": corpus,
+                "steps": report.pipeline,
+                "monitor": pipeline.monitor,
+                "run": digest,
+                "inputs_root": inputs_root,
+                "rows": report.rows_out,
+                "segments": segments,
+            },
+        )
+        store._applied[corpus] = list(pipeline.steps)
+        report.run = digest
+    return report
