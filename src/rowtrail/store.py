@@ -232,10 +232,11 @@ class Store:
 
         return apply(self, steps, corpus=corpus, monitor=monitor, dry_run=dry_run, progress=progress)
 
-    def commit(self, message: str, tag: str | None = None, corpus: str = "main", sign: bool = True, key: str | None = None, allow_empty: bool = False) -> Version:
+    def commit(self, message: str, tag: str | None = None, corpus: str = "main", sign: bool = True, key: str | None = None, allow_empty: bool = False, progress: Any = None) -> Version:
+        """Record the corpus's pipeline output over its input set as a new signed version."""
         from .ops.commit import commit
 
-        vid = commit(self, message, tag=tag, corpus=corpus, sign=sign, key=key, allow_empty=allow_empty)
+        vid = commit(self, message, tag=tag, corpus=corpus, sign=sign, key=key, allow_empty=allow_empty, progress=progress)
         return self.version(vid)
 
     def version(self, ref: str = "HEAD", corpus: str = "main") -> Version:

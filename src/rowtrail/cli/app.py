@@ -179,7 +179,8 @@ def commit(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Commit the staged work as a new immutable, signed version."""
-    v = open_store().commit(message, tag=tag, corpus=corpus, sign=not no_sign, key=key, allow_empty=allow_empty)
+    with render.progress("commit", not as_json) as bar:
+        v = open_store().commit(message, tag=tag, corpus=corpus, sign=not no_sign, key=key, allow_empty=allow_empty, progress=bar)
     if as_json:
         render.print_json(v.summary())
         return
@@ -492,7 +493,12 @@ def verify(
         raise typer.Exit(3)
 
 
+from . import pipeline as _pipeline  # noqa: E402
 from . import sources as _sources  # noqa: E402  (registers the 'source' command group)
+
+app.command("apply")(_pipeline.apply)
+app.command("dropped")(_pipeline.dropped)
+app.command("monitor")(_pipeline.monitor)
 
 app.add_typer(_sources.app, name="source")
 

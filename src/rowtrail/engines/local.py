@@ -107,7 +107,7 @@ class Frame:
 
 
 class LocalEngine:
-    def __init__(self, store: Store, progress: Callable[[str, int], None] | None = None):
+    def __init__(self, store: Store, progress: Callable[[str, int, int], None] | None = None):
         self.store = store
         self.pending: list[PendingSegment] = []
         self.progress = progress
@@ -195,10 +195,8 @@ class LocalEngine:
         runs = []
         warnings: list[str] = []
         for i, step in enumerate(pipeline.steps):
-            if self.progress:
-                self.progress(f"step {i + 1}/{len(pipeline.steps)} {step.name}", len(frame))
             before = _snapshot(frame)
-            frame, run = self._run_step(frame, step)
+            frame, run = self._run_step(frame, step, f"step {i + 1}/{len(pipeline.steps)} {step.name}")
             self._evaluate_monitors(frame, exprs, run)
             run.report = _report(step, before, frame, run, monitor)
             for w in run.report.get("alerts", []):
@@ -213,12 +211,20 @@ class LocalEngine:
             raise StepError(f"the pipeline produced row {dup.hex()} twice; a derived row must have one origin per step")
         return RunResult(records=records, pending=self.pending, steps=runs, inputs=len(inputs), monitor=monitor, warnings=warnings)
 
-    def _run_step(self, frame: Frame, step: Step) -> tuple[Frame, StepRun]:
+    def _tick(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+    def _run_step(self, frame: Frame, step: Step, stage: str = "") -> tuple[Frame, StepRun]:
         found: set[str] = set()
         needs = step.needs
         plan = None
+        total = len(frame)
         if step.scope == "global":
-            feats = [step.features(self.batch(frame, seg, pos, needs, found)) for seg, pos in frame.groups()]
+            feats = []
+            for seg, pos in frame.groups():
+                feats.append(step.features(self.batch(frame, seg, pos, needs, found)))
+                self._tick(f"{stage} (features)", sum(len(f) for f in feats), total)
             plan = step.plan(pa.Table.from_batches(feats) if feats else pa.table({"row_id": pa.array([], pa.binary(32))}))
             needs = getattr(step, "apply_needs", frozenset())
             found.update(needs)
@@ -227,8 +233,11 @@ class LocalEngine:
         col_parts: dict[str, list[pa.Array]] = {}
         drops, edges, weights = [], [], []
         new_frames: list[tuple[np.ndarray, np.ndarray, int]] = []  # (records, src, pending index)
+        done = 0
         for seg, pos in frame.groups():
             batch = self.batch(frame, seg, pos, needs, found)
+            done += len(pos)
+            self._tick(stage, done, total)
             out = Changes(step, batch)
             step.apply(batch, out, plan)
             result = out.finish()

@@ -53,7 +53,7 @@ class ApplyReport:
         return {k: getattr(self, k) for k in ("corpus", "pipeline", "rows_in", "rows_out", "weight_out", "steps", "warnings", "run", "dry_run")}
 
 
-def run_pipeline(store: Store, pipeline: Pipeline, inputs: np.ndarray, progress: Callable[[str, int], None] | None = None) -> RunResult:
+def run_pipeline(store: Store, pipeline: Pipeline, inputs: np.ndarray, progress: Callable[[str, int, int], None] | None = None) -> RunResult:
     from ..engines.local import LocalEngine
 
     return LocalEngine(store, progress=progress).run(pipeline, inputs)
@@ -153,7 +153,7 @@ def apply(
     corpus: str = "main",
     monitor: dict[str, Any] | None = None,
     dry_run: bool = False,
-    progress: Callable[[str, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> ApplyReport:
     pipeline = as_pipeline(steps, monitor)
     ids = pipeline.step_ids

@@ -77,7 +77,14 @@ def _matches(store: Store, digest: str | None, column: str, raw: bytes) -> list[
     return [_row_dict(table.slice(i, 1)) for i in range(table.num_rows)]
 
 
+def read_provenance(store: Store, seg: int, row: int) -> dict[str, Any]:
+    segment = store.state.segments[seg]
+    return _row_dict(read_rows_at(str(store.backend.object_path(segment.provenance)), np.array([row])))
+
+
 def trace(store: Store, row_id: str) -> dict[str, Any]:
+    from .lineage import ancestors, descendants, step_events
+
     rid = normalize_id(row_id)
     state = store.state
     where, versions = locate(store, rid)
@@ -85,11 +92,12 @@ def trace(store: Store, row_id: str) -> dict[str, Any]:
         raise RefError(f"row {rid} is not in this store; check the id (see 'rowtrail rows')")
     seg, row = where
     segment = state.segments[seg]
-    prov = _row_dict(read_rows_at(str(store.backend.object_path(segment.provenance)), np.array([row])))
+    prov = read_provenance(store, seg, row)
     content_row = read_rows_at(str(store.backend.object_path(segment.content)), np.array([row]), columns=["content"])
     content = orjson.loads(content_row.column("content")[0].as_py())
     source = state.sources[prov["source_id"]]
-    ingest = state.ingests.get(segment.ingest_id, {})
+    ingest = state.ingests.get(prov.get("ingest_id") or segment.ingest_id, {})
+    events = step_events(store, rid)
     raw = bytes.fromhex(rid)
     drops, lineage = [], []
     for e in state.entries:
@@ -109,17 +117,19 @@ def trace(store: Store, row_id: str) -> dict[str, Any]:
         "provenance": prov,
         "content": content,
         "ingest": {
-            "ingest_id": segment.ingest_id,
+            "ingest_id": ingest.get("ingest_id", prov.get("ingest_id")),
             "at": ingest.get("ingested_at"),
             "files": ingest.get("files", []),
             "options": ingest.get("options", {}),
-            "seq": segment.seq,
+            "seq": ingest.get("seq", segment.seq),
         },
-        # transformation steps the row went through (its lineage edges made by steps; ingest-level
-        # supersessions are under "lineage"); pipelines with steps arrive with the lineage work
-        "steps": [e for e in lineage if e["by"] not in state.ingests],
-        "drops": drops,
-        "lineage": lineage,
+        # a row a step created: the chain of parents back to the ingested row
+        "derived_from": ancestors(store, rid, prov),
+        # what pipeline steps did to the row, run by run (passing a step unchanged is no event)
+        "steps": events,
+        "descendants": descendants(events),
+        "drops": drops,  # ingest supersessions and staged removals (step drops are under "steps")
+        "lineage": lineage,  # ingest-level edges (supersession)
         "versions": versions,
         "runs": [],
     }
