@@ -19,10 +19,10 @@ import numpy as np
 from .. import __version__
 from ..errors import NothingToCommitError, RefError, TagExistsError
 from ..hashing import distinct_sorted, exact_sums, jcs, merkle_root, weights_sha256
+from ..records import Segment
 from ..versions import signing
 from ..versions.journal import now_rfc3339
 from ..versions.manifest import CACHE_LEVEL, upper_levels, write_chunks
-from ..records import Segment
 from .apply import publish_run, read_run, rebuild, reusable_run, run_pipeline
 from .inputs import current_inputs
 

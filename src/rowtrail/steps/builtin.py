@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from ..errors import StepError
 from ..hashing import ID_DTYPE, jcs, sort_ids
 from . import sql
-from .base import CONTENT_FIELDS, CONTENT_TEXT, Changes, Step, code_fingerprint, ids_of
+from .base import CONTENT_TEXT, Changes, Step, code_fingerprint, ids_of
 
 KEEP_POLICIES = ("source-priority", "earliest", "row-id")
 
