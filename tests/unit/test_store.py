@@ -148,7 +148,7 @@ def test_remove_and_diff_per_source(store):
     removed = d.rows_removed.to_pylist()
     beta_row = next(r for r in removed if store.trace(r)["source"]["source_id"] == "beta")
     t = store.trace(beta_row)
-    assert set(t) == {"row_id", "source", "provenance", "content", "ingest", "steps", "drops", "lineage", "versions", "runs"}
+    assert set(t) == {"row_id", "source", "provenance", "content", "ingest", "derived_from", "steps", "descendants", "drops", "lineage", "versions", "runs"}
     assert t["source"]["license"] == "CC-BY-4.0" and t["source"]["legal_basis"] == "contract"
     assert t["drops"][0]["reason"] == "opt-out" and t["drops"][0]["effective_in"] == v2.id
     assert [v["tag"] for v in t["versions"]] == ["v1"]

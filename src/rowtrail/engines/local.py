@@ -28,7 +28,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from ..errors import StepError
-from ..hashing import ID_DTYPE, sort_ids
+from ..hashing import ID_DTYPE, id_bytes, sort_ids
 from ..segments import ATTR_PREFIX, PROVENANCE_BASE
 from ..steps.base import CONTENT_FIELDS, CONTENT_TEXT, DROP_SCHEMA, EDGE_SCHEMA, Changes, Step, StepOutput, check_output, ids_of
 from ..steps.pipeline import Pipeline
@@ -207,8 +207,8 @@ class LocalEngine:
             runs.append(run)
         records = frame.rec[sort_ids(frame.rec["id"])] if len(frame) else frame.rec
         if len(records) > 1 and (records["id"][1:] == records["id"][:-1]).any():
-            dup = records["id"][1:][records["id"][1:] == records["id"][:-1]][0]
-            raise StepError(f"the pipeline produced row {dup.hex()} twice; a derived row must have one origin per step")
+            dup = records["id"][1:][records["id"][1:] == records["id"][:-1]]
+            raise StepError(f"the pipeline produced row {id_bytes(dup, 0).hex()} twice; a derived row must have one origin per step")
         return RunResult(records=records, pending=self.pending, steps=runs, inputs=len(inputs), monitor=monitor, warnings=warnings)
 
     def _tick(self, stage: str, done: int, total: int) -> None:
@@ -254,7 +254,7 @@ class LocalEngine:
                 weights.append(pa.table({"row_id": _fixed(frame.rec["id"][at]), "before": frame.rec["w"][at], "after": result.weights[changed]}, schema=WEIGHT_SCHEMA))
             if result.new_rows.num_rows:
                 new_frames.append(self._pending(step, frame, seg, pos, result))
-        missing = {n for n in needs if n not in found and n not in (CONTENT_TEXT, CONTENT_FIELDS, "row_id", "weight")}
+        missing = {n for n in step.needs | needs if n not in found and n not in (CONTENT_TEXT, CONTENT_FIELDS, "row_id", "weight")}
         missing -= set(frame.columns)
         if missing and len(frame):
             raise StepError(f"step '{step.name}' reads column(s) {', '.join(sorted(missing))}, which no row has; check the names (content fields, provenance columns, attributes)")

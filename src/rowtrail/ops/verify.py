@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import RowtrailError, SigningError
-from ..hashing import distinct_sorted, exact_sums, jcs, weights_sha256
+from ..hashing import distinct_sorted, exact_sums, jcs, step_id, weights_sha256
 from ..segments import ids_column_to_numpy
 from ..versions import signing
 from ..versions.journal import State
@@ -113,7 +113,30 @@ def _referenced(state: State) -> dict[str, str]:
             refs[e["manifest"]] = where
             if e.get("envelope"):
                 refs[e["envelope"]] = where
+        if e["kind"] in ("pipeline", "commit"):
+            for s in e.get("segments") or []:
+                refs[s["provenance"]] = where
+                refs[s["content"]] = where
+            if e.get("run"):
+                refs[e["run"]] = where
     return refs
+
+
+def _run_refs(store: Store, refs: dict[str, str], runs: set[str]) -> None:
+    """Objects a pipeline run names: its output records, and per step drops, edges, weights, columns."""
+    for digest in sorted(runs):
+        try:
+            doc = orjson.loads(store.backend.read_bytes(digest))
+        except (RowtrailError, orjson.JSONDecodeError, OSError):
+            continue  # a damaged run object is reported by the object check
+        where = f"pipeline run {digest[:12]}"
+        if doc.get("output"):
+            refs.setdefault(doc["output"], where)
+        for step in (doc.get("steps") or {}).values():
+            for k in ("drops", "edges", "weights", "columns"):
+                if step.get(k):
+                    refs.setdefault(step[k], where)
+
 
 
 def _check_objects(store: Store, rep: VerifyReport, only: set[str] | None, progress: Callable[[str, int, int], None] | None) -> set[str]:
@@ -152,6 +175,17 @@ def _check_version(store: Store, rep: VerifyReport, state: State, vid: str, keys
     content = record.get("content", {})
     if hashlib.sha256(jcs(content)).hexdigest() != record.get("content_id"):
         rep.problem(label, "content_id does not match the SHA-256 of its content")
+    pipeline = content.get("pipeline") or []
+    defs = man.get("steps") or {}
+    if sorted(defs) != sorted(pipeline):
+        rep.problem(label, "its step definitions do not match the step ids of its pipeline")
+    for sid, d in defs.items():
+        try:
+            ok = step_id(d["name"], d["version"], d["params"], d["code"]) == sid
+        except (KeyError, RowtrailError):
+            ok = False
+        if not ok:
+            rep.problem(label, f"step {sid[:12]}'s definition does not hash to its step id")
     expected_head = state.digests[at - 1] if at > 0 else None
     if record.get("journal_head") != expected_head:
         rep.problem(label, "names a journal head that is not the entry before its commit")
@@ -270,7 +304,9 @@ def _check_rows(store: Store, rep: VerifyReport, label: str, recs: np.ndarray, s
         at = recs["row"][here].astype(np.int64)[order]
         expected = recs["id"][here][order]
         try:
-            prov = pq.read_table(store.backend.object_path(segment.provenance), columns=["row_id", "source_id", "source_key", "content_sha256"])
+            derived = segment.ingest_id.startswith("step:")
+            cols = ["row_id", "source_id", "source_key", "content_sha256", *(["parent_row_id", "step_id"] if derived else [])]
+            prov = pq.read_table(store.backend.object_path(segment.provenance), columns=cols)
             cont = pq.read_table(store.backend.object_path(segment.content))
             if not (len(at) == prov.num_rows and bool(np.all(at == np.arange(len(at))))):  # whole segment in order: no take
                 prov, cont = prov.take(at), cont.take(at)
@@ -289,7 +325,12 @@ def _check_rows(store: Store, rep: VerifyReport, label: str, recs: np.ndarray, s
         chs = [ch[i : i + 1].tobytes() for i in range(len(ch))]
         rids = [rid[i : i + 1].tobytes() for i in range(len(rid))]
         got_ch = [sha(b).digest() for b in _utf8_values(cont.column("content"))]
-        got_rid = [sha(jcs([s_, k, c.hex()])).digest() for s_, k, c in zip(sids, keys, chs)]
+        if derived:  # DESIGN format 4: rows a step created
+            parents = ids_column_to_numpy(prov.column("parent_row_id"))
+            steps_ = prov.column("step_id").to_pylist()
+            got_rid = [sha(jcs(["derived", st, [parents[i : i + 1].tobytes().hex()], c.hex()])).digest() for i, (st, c) in enumerate(zip(steps_, chs))]
+        else:
+            got_rid = [sha(jcs([s_, k, c.hex()])).digest() for s_, k, c in zip(sids, keys, chs)]
         bad = sum(1 for a, b, c, d in zip(got_ch, chs, got_rid, rids) if a != b or c != d)
         if bad:
             rep.problem(f"segment {int(seg)}", f"{bad} row(s) whose row id or content hash does not recompute")
@@ -339,6 +380,15 @@ def verify(
                 refs.setdefault(c[0], where)
             if man.get(part, {}).get("nodes"):
                 refs.setdefault(man[part]["nodes"], where)
+        if man.get("run"):
+            refs.setdefault(man["run"], where)
+    runs = {e["run"] for e in state.entries if e.get("kind") == "pipeline" and e.get("run")}
+    for vid in state.version_order:
+        try:
+            runs.add(orjson.loads(store.backend.read_bytes(state.versions[vid].manifest)).get("run"))
+        except (RowtrailError, orjson.JSONDecodeError):
+            pass
+    _run_refs(store, refs, {r for r in runs if r})
     only: set[str] | None = None
     if version is not None or sample is not None:
         only = set(refs)

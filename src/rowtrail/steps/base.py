@@ -53,7 +53,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from .. import __version__
 from ..errors import StepError, ValueMappingError
-from ..hashing import ID_DTYPE, jcs, step_id, to_json_value
+from ..hashing import ID_DTYPE, id_bytes, jcs, step_id, to_json_value
 
 CONTENT_FIELDS = "*content"  # every content field as its own typed column
 CONTENT_TEXT = "content"  # the content object as canonical JSON text
@@ -175,7 +175,7 @@ class Changes:
     def _claim(self, idx: np.ndarray, state: int, what: str) -> None:
         busy = idx[self.state[idx] != 0]
         if len(busy):
-            raise StepError(f"step '{self.step.name}' {what} row {self.ids[busy[0]].hex()}, which it already dropped or replaced")
+            raise StepError(f"step '{self.step.name}' {what} row {id_bytes(self.ids, int(busy[0])).hex()}, which it already dropped or replaced")
         self.state[idx] = state
 
     def drop(self, rows: Any, code: str | Sequence[str], reason: str | Sequence[str]) -> None:
@@ -209,7 +209,7 @@ class Changes:
         if kind not in ("modified", "split"):
             raise StepError(f"edge kind {kind!r}: a step replaces a row by 'modified' or 'split' children")
         self._claim(np.array([row]), 2, "replaces")
-        parent = self.ids[row].hex()
+        parent = id_bytes(self.ids, row).hex()  # (a numpy bytes_ element would drop trailing zero bytes)
         out = []
         for text in contents:
             digest = hashlib.sha256(text.encode()).hexdigest()
@@ -298,17 +298,17 @@ def check_output(step: Step, batch_ids: np.ndarray, out: StepOutput) -> None:
         pos[pos >= n] = 0
         strangers = sorted_ids[pos] != ids
         if strangers.any():
-            raise StepError(f"step '{step.name}' {what} row {ids[strangers][0].hex()}, which was not in its input")
+            raise StepError(f"step '{step.name}' {what} row {id_bytes(ids[strangers], 0).hex()}, which was not in its input")
         np.add.at(seen, order[pos], 1)
     merged = _ids_np(out.edges.filter(pa.compute.equal(out.edges.column("kind"), "merged")).column("parent"))
     if len(merged) and not np.isin(merged, dropped).all():
         raise StepError(f"step '{step.name}' merged a row without a 'duplicate' drop for it")
     lost = np.flatnonzero(seen == 0)
     if len(lost):
-        raise StepError(f"step '{step.name}' lost {len(lost)} row(s) without a drop or an edge (first: {batch_ids[lost[0]].hex()}); every parent must be passed, dropped with a reason, or replaced through an edge")
+        raise StepError(f"step '{step.name}' lost {len(lost)} row(s) without a drop or an edge (first: {id_bytes(batch_ids, int(lost[0])).hex()}); every parent must be passed, dropped with a reason, or replaced through an edge")
     twice = np.flatnonzero(seen > 1)
     if len(twice):
-        raise StepError(f"step '{step.name}' accounted for row {batch_ids[twice[0]].hex()} more than once (passed, dropped and replaced are exclusive)")
+        raise StepError(f"step '{step.name}' accounted for row {id_bytes(batch_ids, int(twice[0])).hex()} more than once (passed, dropped and replaced are exclusive)")
     if len(out.weights) != len(kept) or (len(out.weights) and (not np.all(np.isfinite(out.weights)) or np.any(out.weights <= 0))):
         raise StepError(f"step '{step.name}' returned weights that are not finite and > 0 for its passed rows")
 

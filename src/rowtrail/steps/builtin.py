@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import StepError
-from ..hashing import ID_DTYPE, jcs, sort_ids
+from ..hashing import ID_DTYPE, id_bytes, jcs, sort_ids
 from . import sql
 from .base import CONTENT_TEXT, Changes, Step, code_fingerprint, ids_of
 
@@ -56,6 +56,13 @@ def _selector_needs(source: list[str] | None, where: str | None, attributes: dic
     if where is not None:
         needs.update(sql.referenced_columns(where))
     return frozenset(needs)
+
+
+def _seed(value: str | int, kind: str) -> str:
+    """Seeds are strings or integers: anything else has no stable text (never ``str(object())``)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise StepError(f"{kind}: seed {value!r} cannot be hashed; use a string or an integer")
+    return str(value)
 
 
 def _content_dicts(batch: pa.RecordBatch) -> list[Any]:
@@ -233,7 +240,7 @@ class Sample(Step):
             raise StepError(f"sample: fraction must be in [0, 1] (got {fraction})")
         if where is not None:
             sql.check_expression(where)
-        self.fraction, self.seed, self.source, self.where = float(fraction), str(seed), _as_list(source), where
+        self.fraction, self.seed, self.source, self.where = float(fraction), _seed(seed, "sample"), _as_list(source), where
         super().__init__(name or "sample", {"fraction": self.fraction, "seed": self.seed, "source": self.source, "where": where}, version=version)
 
     @property
@@ -264,7 +271,7 @@ class Mix(Step):
             raise StepError("mix: others is 'drop' or 'keep'")
         s = float(sum(targets.values()))
         self.targets = {str(k): float(v) / s for k, v in sorted(targets.items())}
-        self.by, self.seed, self.total, self.others = by, str(seed), total, others
+        self.by, self.seed, self.total, self.others = by, _seed(seed, "mix"), total, others
         super().__init__(name or "mix", {"targets": dict(targets), "by": by, "seed": self.seed, "total": total, "others": others}, version=version)
 
     @property
@@ -465,7 +472,7 @@ class Rewrite(Step):
                 continue
             children = result if isinstance(result, list) else [result]
             if not children or not all(isinstance(c, dict) for c in children):
-                raise StepError(f"rewrite '{self.name}' returned {type(result).__name__} for row {out.ids[i].hex()}; return a dict, a list of dicts, or None")
+                raise StepError(f"rewrite '{self.name}' returned {type(result).__name__} for row {id_bytes(out.ids, i).hex()}; return a dict, a list of dicts, or None")
             encoded = [jcs(c).decode() for c in children]
             if len(encoded) == 1 and encoded[0] == text:
                 continue
