@@ -15,7 +15,6 @@ and the drift of the monitored columns).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -112,6 +111,12 @@ class LocalEngine:
         self.pending: list[PendingSegment] = []
         self.progress = progress
         self._prov_cache: dict[int, pa.Table] = {}
+        self._text_cache: tuple[int, pa.Array | None] = (-1, None)
+        self._field_cache: dict[int, pa.Table] = {}
+        import duckdb
+
+        # the engine's own queries over its own objects (user SQL runs elsewhere, without file access)
+        self._con = duckdb.connect(config={"threads": 2})
 
     # -- reading columns ---------------------------------------------------------------------------
     def _segment_schema(self, seg: int) -> pa.Schema:
@@ -132,16 +137,46 @@ class LocalEngine:
             self._prov_cache[seg] = have
         return have
 
-    def _content_texts(self, seg: int, rows: np.ndarray) -> pa.Array:
+    def _content_texts(self, seg: int) -> pa.Array:
+        """A segment's canonical JSON texts, in row order (the last segment read is kept)."""
         if seg >= PENDING:
-            return self.pending[seg - PENDING].content.column("content").take(pa.array(rows)).combine_chunks()
-        segment = self.store.state.segments[seg]
-        col = pq.read_table(self.store.backend.object_path(segment.content), columns=["content"]).column("content")
-        return col.take(pa.array(rows)).combine_chunks()
+            return self.pending[seg - PENDING].content.column("content").combine_chunks()
+        if self._text_cache[0] != seg:
+            segment = self.store.state.segments[seg]
+            col = pq.read_table(self.store.backend.object_path(segment.content), columns=["content"]).column("content")
+            self._text_cache = (seg, col.combine_chunks())
+        return self._text_cache[1]
+
+    def _content_fields(self, seg: int, names: list[str]) -> pa.Table:
+        """Named content fields of a whole segment as typed columns (cached per segment)."""
+        have = self._field_cache.get(seg)
+        missing = [n for n in names if have is None or n not in have.column_names]
+        if missing:
+            if seg >= PENDING:
+                extra = extract_fields(self._texts_relation(self._content_texts(seg)), missing, self._con)
+            else:
+                path = str(self.store.backend.object_path(self.store.state.segments[seg].content)).replace("'", "''")
+                extra = extract_fields(f"read_parquet('{path}')", missing, self._con)
+            if extra is None:  # fields whose JSON types disagree: parse every row (slow, exact)
+                parsed = content_columns(self._content_texts(seg))
+                extra = pa.table({n: parsed.column(n) if n in parsed.column_names else pa.nulls(parsed.num_rows) for n in missing})
+            have = extra if have is None else pa.Table.from_arrays([*have.columns, *extra.columns], names=[*have.column_names, *extra.column_names])
+            self._field_cache = {k: v for k, v in self._field_cache.items() if k == seg}
+            self._field_cache[seg] = have
+        return have
+
+    def _texts_relation(self, texts: pa.Array) -> str:
+        self._con.register("_rt_texts", pa.table({"content": texts}))
+        return "_rt_texts"
 
     def batch(self, frame: Frame, seg: int, pos: np.ndarray, needs: frozenset[str], found: set[str] | None = None) -> pa.RecordBatch:
         """The batch a step sees for these frame positions: row_id, weight and what it needs."""
         rows = frame.rec["row"][pos].astype(np.int64)
+        contiguous = len(rows) > 0 and int(rows[-1]) - int(rows[0]) == len(rows) - 1 and bool(np.all(np.diff(rows) == 1))
+
+        def pick(table: pa.Table | pa.Array) -> Any:
+            return table.slice(int(rows[0]), len(rows)) if contiguous else table.take(pa.array(rows))
+
         cols: dict[str, pa.Array] = {"row_id": _fixed(frame.rec["id"][pos]), "weight": pa.array(frame.rec["w"][pos], pa.float64())}
         schema = self._segment_schema(seg)
         prov_names: dict[str, str] = {}
@@ -165,23 +200,22 @@ class LocalEngine:
             found.update(prov_names)
         if prov_names:
             table = self._provenance(seg, sorted(set(prov_names.values())))
-            taken = table.select(sorted(set(prov_names.values()))).take(pa.array(rows))
+            taken = pick(table.select(sorted(set(prov_names.values()))))
             for name, col in prov_names.items():
                 cols[name] = taken.column(col).combine_chunks()
-        if content_names or want_text or CONTENT_FIELDS in needs:
-            texts = self._content_texts(seg, rows)
-            if want_text:
-                cols[CONTENT_TEXT] = texts
-            if content_names or CONTENT_FIELDS in needs:
-                parsed = content_columns(texts)
-                wanted = parsed.column_names if CONTENT_FIELDS in needs else content_names
-                for name in wanted:
-                    if name in parsed.column_names:
-                        cols.setdefault(name, parsed.column(name).combine_chunks())
-                        if found is not None:
-                            found.add(name)
-                    else:
-                        cols[name] = pa.nulls(len(pos))
+        if want_text:
+            cols[CONTENT_TEXT] = pick(self._content_texts(seg))
+        if CONTENT_FIELDS in needs:
+            parsed = content_columns(pick(self._content_texts(seg)))
+            for name in parsed.column_names:
+                cols.setdefault(name, parsed.column(name).combine_chunks())
+        if content_names:
+            fields = pick(self._content_fields(seg, content_names))
+            for name in content_names:
+                col = fields.column(name).combine_chunks()
+                cols[name] = col
+                if found is not None and col.null_count < len(col):
+                    found.add(name)
         return pa.RecordBatch.from_pydict(cols)
 
     # -- running -----------------------------------------------------------------------------------
@@ -364,21 +398,52 @@ def _monitor_type(parts: list[pa.Array]) -> pa.DataType:
     return pa.string()
 
 
+_JSON_KINDS = {"VARCHAR": "string", "NULL": "null", "BOOLEAN": "bool", "UBIGINT": "int", "BIGINT": "int", "DOUBLE": "float"}
+
+
+def extract_fields(relation: str, names: list[str], con: Any) -> pa.Table | None:
+    """Content fields as typed columns, parsed by DuckDB from the canonical JSON ``content`` column
+    of ``relation`` (row order kept). A field is a string, integer, float or boolean column when all
+    its values agree (ints and floats together: float); None when some field holds objects, arrays
+    or values of disagreeing kinds — the caller then parses rows one by one."""
+    quoted = [n.replace('"', '\\"').replace("'", "''") for n in names]
+    inner = ", ".join(f"json_extract(content, '$.\"{q}\"') AS j{i}" for i, q in enumerate(quoted))
+    outer = ", ".join(f"json_type(j{i}) AS t{i}, j{i} ->> '$' AS v{i}" for i in range(len(names)))
+    table = con.sql(f"SELECT {outer} FROM (SELECT {inner} FROM {relation})").to_arrow_table()
+    out = {}
+    for i, name in enumerate(names):
+        kinds = {_JSON_KINDS.get(k, "other") for k in pc.unique(table.column(f"t{i}").combine_chunks().fill_null("NULL")).to_pylist()}
+        kinds.discard("null")
+        values = table.column(f"v{i}").combine_chunks()
+        if not kinds or kinds == {"string"}:
+            out[name] = values.cast(pa.string())
+        elif kinds == {"int"}:
+            out[name] = values.cast(pa.int64())
+        elif kinds <= {"int", "float"}:
+            out[name] = values.cast(pa.float64())
+        elif kinds == {"bool"}:
+            out[name] = pc.equal(values, "true")
+        else:
+            return None
+    return pa.table(out)
+
+
 def content_columns(texts: pa.Array) -> pa.Table:
     """Canonical JSON content texts as typed columns. Strings stay strings (no date guessing); when
     rows disagree on a field's type, that field falls back to its JSON text."""
     if len(texts) == 0:
         return pa.table({})
-    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32, count=len(texts) + 1 + texts.offset)[texts.offset :]
-    values = np.frombuffer(texts.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    data = np.insert(values, (offsets[1:] - offsets[0]).astype(np.int64), ord("\n")).tobytes()
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    one_list = pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts)
+    data = pc.binary_join(one_list, "\n")[0].as_buffer()
     opts = pajson.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 30)), use_threads=True)
     try:
-        table = pajson.read_json(io.BytesIO(data), read_options=opts)
+        table = pajson.read_json(pa.BufferReader(data), read_options=opts)
         stamped = [f for f in table.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
         if stamped:
             schema = pa.schema([pa.field(f.name, pa.string()) if f in stamped else f for f in table.schema])
-            table = pajson.read_json(io.BytesIO(data), read_options=opts, parse_options=pajson.ParseOptions(explicit_schema=schema))
+            table = pajson.read_json(pa.BufferReader(data), read_options=opts, parse_options=pajson.ParseOptions(explicit_schema=schema))
         return table
     except pa.ArrowInvalid:
         rows = [orjson.loads(t) for t in texts.to_pylist()]
@@ -424,10 +489,16 @@ def _report(step: Step, before: dict[str, Any], frame: Frame, run: StepRun, moni
     drift: dict[str, Any] = {}
     alerts: list[dict[str, Any]] = []
     wb, wa = before["rec"]["w"], frame.rec["w"]
-    src_b = np.array(frame.names, dtype=object)[before["src"]] if len(before["src"]) else np.array([], dtype=object)
-    src_a = np.array(frame.names, dtype=object)[frame.src] if len(frame.src) else np.array([], dtype=object)
-    cat = categorical_drift(src_b, src_a, before_weights=wb, after_weights=wa)
+    # per-source shares from the integer source codes: the same figures categorical_drift gives
+    # for the source names, without comparing a million strings
+    names = np.array(frame.names, dtype=object)
+    used = sorted(set(b_src) | set(a_src))
+    wb_src = np.array([b_src.get(x, (0, 0.0))[1] for x in used])
+    wa_src = np.array([a_src.get(x, (0, 0.0))[1] for x in used])
+    cat = categorical_drift(np.array(used, dtype=object), np.array(used, dtype=object), before_weights=wb_src, after_weights=wa_src)
+    cat.update({"n_before": int(len(wb)), "n_after": int(len(wa))})
     drift["source_id"] = {"kind": "categorical", **cat}
+    del names
     for expr in monitor.get("numeric", []):
         vb = _numeric(before["monitors"].get(expr), len(wb))
         va = _numeric(frame.monitors.get(expr), len(wa))

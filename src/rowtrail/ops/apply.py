@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import StepError
-from ..hashing import jcs, merkle_root
+from ..hashing import jcs
 from ..segments import CONTENT_ROW_GROUP_ROWS, CONTENT_SCHEMA, PARQUET_OPTS, ROW_GROUP_ROWS
 from ..steps.base import Step
 from ..steps.pipeline import Pipeline, as_pipeline, from_definition
@@ -67,7 +67,7 @@ def _put_table(store: Store, table: pa.Table | None, row_group: int = ROW_GROUP_
     return store.backend.put_file(path)
 
 
-def publish_run(store: Store, state: State, run: RunResult, corpus: str, pipeline: Pipeline, inputs_root: str) -> tuple[str, list[dict[str, Any]], np.ndarray]:
+def publish_run(store: Store, state: State, run: RunResult, corpus: str, pipeline: Pipeline) -> tuple[str, list[dict[str, Any]], np.ndarray]:
     """Write a run's objects; returns the run object's digest, the new segments (journal form) and
     the output records with real segment numbers."""
     from ..engines.local import PENDING
@@ -103,7 +103,6 @@ def publish_run(store: Store, state: State, run: RunResult, corpus: str, pipelin
         doc = {
             "format": RUN_FORMAT,
             "corpus": corpus,
-            "inputs_root": inputs_root,
             "inputs": run.inputs,
             "pipeline": pipeline.step_ids,
             "monitor": pipeline.monitor,
@@ -174,8 +173,7 @@ def apply(
         )
         if dry_run:
             return report
-        inputs_root = merkle_root(inputs["id"])
-        digest, segments, _records = publish_run(store, state, run, corpus, pipeline, inputs_root)
+        digest, segments, _records = publish_run(store, state, run, corpus, pipeline)
         store._append(
             state,
             {
@@ -184,7 +182,6 @@ def apply(
                 "steps": report.pipeline,
                 "monitor": pipeline.monitor,
                 "run": digest,
-                "inputs_root": inputs_root,
                 "rows": report.rows_out,
                 "segments": segments,
             },

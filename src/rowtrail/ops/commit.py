@@ -126,7 +126,7 @@ def commit(
         elif defs:
             pipeline = rebuild(store, state, corpus)
             run = run_pipeline(store, pipeline, inputs, progress)
-            run_digest, new_segments, rows = publish_run(store, state, run, corpus, pipeline, merkle_root(inputs["id"]))
+            run_digest, new_segments, rows = publish_run(store, state, run, corpus, pipeline)
             for seg in new_segments:  # the commit entry registers them; gather() needs them now
                 state.segments.append(Segment(seg=seg["seg"], sources=tuple(seg["sources"]), provenance=seg["provenance"], content=seg["content"], rows=seg["rows"], ingest_id=f"step:{seg['step_id']}", seq=state.seq + 1))
             run_doc, _ = read_run(store, run_digest)

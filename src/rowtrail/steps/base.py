@@ -53,7 +53,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from .. import __version__
 from ..errors import StepError, ValueMappingError
-from ..hashing import ID_DTYPE, id_bytes, jcs, step_id, to_json_value
+from ..hashing import ID_DTYPE, id_bytes, jcs, sort_ids, step_id, to_json_value
 
 CONTENT_FIELDS = "*content"  # every content field as its own typed column
 CONTENT_TEXT = "content"  # the content object as canonical JSON text
@@ -289,7 +289,7 @@ def check_output(step: Step, batch_ids: np.ndarray, out: StepOutput) -> None:
     np.add.at(seen, kept, 1)
     dropped = _ids_np(out.drops.column("row_id"))
     replaced = _ids_np(out.edges.filter(pa.compute.is_in(out.edges.column("kind"), pa.array(["modified", "split"]))).column("parent"))
-    order = np.argsort(batch_ids)
+    order = sort_ids(batch_ids)
     sorted_ids = batch_ids[order]
     for ids, what in ((dropped, "dropped"), (np.unique(replaced), "replaced")):
         if len(ids) == 0:
