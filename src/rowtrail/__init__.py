@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from . import steps, training
 from .errors import (
+    BisectError,
     ConflictError,
     IngestError,
     LicenseError,
@@ -37,6 +38,7 @@ from .versions.signing import keygen
 from .versions.version import Version
 
 __all__ = [
+    "BisectError",
     "ConflictError",
     "IngestError",
     "LicenseError",

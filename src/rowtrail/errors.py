@@ -20,6 +20,7 @@ verification failures exit 3.
     ├── SigningError                  no key, bad key
     ├── ProofError                    a proof that cannot be built or read
     ├── StepError                     a transformation step broke its contract
+    ├── BisectError                   bisect cannot start or go on
     └── VerificationError             damage or an untrusted signature (exit 3)
 """
 
@@ -107,6 +108,10 @@ class ProofError(RowtrailError):
 
 class StepError(RowtrailError):
     pass
+
+
+class BisectError(RowtrailError):
+    """Bisect cannot start or cannot go on (endpoints that do not test as given, an aborting test)."""
 
 
 class VerificationError(RowtrailError):

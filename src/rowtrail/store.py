@@ -29,6 +29,7 @@ from .versions.manifest import ChunkCache
 
 if TYPE_CHECKING:
     from .ops.apply import ApplyReport
+    from .ops.bisect import BisectReport
     from .ops.ingest import IngestReport
     from .ops.verify import VerifyReport
     from .versions.version import Version
@@ -232,6 +233,13 @@ class Store:
 
         return apply(self, steps, corpus=corpus, monitor=monitor, dry_run=dry_run, progress=progress)
 
+    def bisect(self, good: str, bad: str, *, test: Any, steps: Any = None, corpus: str = "main", keep: bool = False, log: Any = None) -> BisectReport:
+        """Find the first change from version ``good`` to ``bad`` (a source's input rows, or a
+        pipeline step) that makes ``test`` fail — a shell command or a callable; read-only."""
+        from .ops.bisect import bisect
+
+        return bisect(self, good, bad, test=test, steps=steps, corpus=corpus, keep=keep, log=log)
+
     def commit(self, message: str, tag: str | None = None, corpus: str = "main", sign: bool = True, key: str | None = None, allow_empty: bool = False, progress: Any = None) -> Version:
         """Record the corpus's pipeline output over its input set as a new signed version."""
         from .ops.commit import commit
@@ -285,7 +293,7 @@ class Store:
         return prove(self, row_id, version, absent=absent, content=content, corpus=corpus)
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pa.Table:
-        """Run SQL over read-only views of the store (sources, rows, versions, version_rows, drops, quarantine, journal)."""
+        """Run SQL over read-only views of the store (sources, rows, versions, version_rows, drops, step_drops, lineage, quarantine, journal)."""
         from .query.views import run_sql
 
         return run_sql(self, query, params)

@@ -157,10 +157,15 @@ def status(corpus: str = typer.Option("main", "--corpus"), as_json: bool = typer
         return
     head = st["head_tag"] or (st["head"] or "")[:12] or "(no versions yet)"
     render.out.print(f"corpus {corpus}, head {head}")
+    if st["pipeline"]:
+        names = " → ".join(p["name"] for p in st["pipeline"])
+        how = "commit will run it over the staged inputs" if st["commit_runs_pipeline"] else "its staged run is ready to commit"
+        render.out.print(f"pipeline: {names} ({how})", markup=False)
     if st["clean"]:
         render.out.print("nothing staged")
         return
-    render.table("staged per source", ["source", "ingested", "removed"], [(s, c["ingested"], c["removed"]) for s, c in st["per_source"].items()])
+    if st["per_source"]:
+        render.table("staged per source", ["source", "ingested", "removed"], [(s, c["ingested"], c["removed"]) for s, c in st["per_source"].items()])
     render.table(
         "staged entries",
         ["seq", "kind", "detail"],
@@ -382,7 +387,7 @@ def _write_table(t: Any, output: Path) -> None:
 
 @app.command()
 def sql(
-    query: str = typer.Argument(..., help="SQL over views: sources, rows, versions, version_rows, drops, quarantine, journal."),
+    query: str = typer.Argument(..., help="SQL over views: sources, rows, versions, version_rows, drops, step_drops, lineage, quarantine, journal."),
     output: Path | None = typer.Option(None, "--output", "-o"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -493,12 +498,14 @@ def verify(
         raise typer.Exit(3)
 
 
+from . import bisect as _bisect  # noqa: E402
 from . import pipeline as _pipeline  # noqa: E402
 from . import sources as _sources  # noqa: E402  (registers the 'source' command group)
 
 app.command("apply")(_pipeline.apply)
 app.command("dropped")(_pipeline.dropped)
 app.command("monitor")(_pipeline.monitor)
+app.command("bisect")(_bisect.bisect)
 
 app.add_typer(_sources.app, name="source")
 

@@ -50,7 +50,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import RowtrailError, StepError
+from ..errors import BisectError, StepError
 from ..hashing import sort_ids
 from ..segments import hex_array, read_rows_at
 from ..steps.base import Step
@@ -69,10 +69,6 @@ OUTPUT_TAIL_CHARS = 2000  # how much of a test command's output a trial keeps
 
 Test = str | Callable[[pa.Table], Any]
 Log = Callable[["Trial"], None]
-
-
-class BisectError(RowtrailError):
-    """Bisect cannot start or cannot go on (endpoints that do not test as given, an aborting test)."""
 
 
 @dataclass(frozen=True)

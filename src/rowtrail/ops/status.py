@@ -26,9 +26,15 @@ def status(store: Store, corpus: str = "main") -> dict[str, Any]:
             if e.get("source"):
                 per_source.setdefault(e["source"], {"ingested": 0, "removed": 0})["removed"] += e["rows"]
         elif e["kind"] == "pipeline":
-            entries.append({"seq": e["seq"], "kind": "pipeline", "steps": len(e["steps"])})
+            entries.append({"seq": e["seq"], "kind": "pipeline", "steps": len(e["steps"]), "rows": e.get("rows")})
+    from .apply import reusable_run
+
+    pipeline = [{"step_id": d["step_id"], "name": d["name"], "use": d.get("use"), "function": d.get("function")} for d in state.pipelines.get(corpus, [])]
     return {
         "corpus": corpus,
+        "pipeline": pipeline,
+        # what 'commit' will do: reuse the staged run, run the pipeline itself, or take the inputs as they are
+        "commit_runs_pipeline": bool(pipeline) and reusable_run(state, corpus) is None,
         "head": head,
         "head_tag": state.versions[head].tag if head else None,
         "staged": entries,

@@ -2,8 +2,10 @@
 
 Views: ``sources``, ``rows`` (every row the store holds: provenance columns and ``content`` as
 canonical JSON text; query fields with ``content->>'field'``), ``versions``, ``version_rows``
-(version_id, row_id, weight), ``drops``, ``quarantine`` (bad input rows kept by
-``--on-error quarantine``, with file, line, field and reason) and ``journal``. Only the views a
+(version_id, row_id, weight), ``drops`` (ingest supersessions and removals), ``step_drops`` (rows
+pipeline steps dropped: run, step, row_id, reason), ``lineage`` (step edges: run, step, parent,
+child, kind), ``quarantine`` (bad input rows kept by ``--on-error quarantine``, with file, line,
+field and reason) and ``journal``. Only the views a
 query names are built.
 The connection is in-memory and discarded after the query, so nothing a query does reaches the store.
 """
@@ -104,6 +106,12 @@ def connect(store: Store, query: str) -> duckdb.DuckDBPyConnection:
         ]
         body = " UNION ALL ".join(selects) if selects else "SELECT NULL::VARCHAR AS row_id, NULL::VARCHAR AS reason_code, NULL::VARCHAR AS reason, NULL::VARCHAR AS corpus, NULL::BIGINT AS seq WHERE false"
         con.execute(f"CREATE VIEW drops AS {body}")
+    for name, build_name in (("lineage", "lineage_table"), ("step_drops", "step_drops_table")):
+        if name in words:  # pipeline runs: every step edge / every step drop, with the step that made it
+            from ..ops import lineage
+
+            con.register(f"{name}_t", getattr(lineage, build_name)(store))
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_t")
     if "quarantine" in words:
         selects = [
             f"SELECT '{e['ingest_id']}' AS ingest_id, '{e['corpus']}' AS corpus, {e['seq']} AS seq, * "
