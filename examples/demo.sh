@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# End-to-end demo on the small dataset in examples/demo/: sources, ingest with provenance, two signed
-# versions, a diff, a trace, a why, inclusion and exclusion proofs, SQL, and verify.
+# End-to-end demo on the small dataset in examples/demo/: sources, ingest with provenance, signed
+# versions, a diff, a trace, a why, inclusion and exclusion proofs, SQL, a pipeline of pinned steps
+# with row-level lineage and per-step monitoring, bisect, and verify.
 # Runs in a fresh temporary store and key home (set ROWTRAIL_DEMO_DIR to keep them somewhere).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/demo" && pwd)"
@@ -35,5 +36,20 @@ step rowtrail check-proof "$work/in-v37.json"
 step rowtrail prove "$row" v38 --absent -o "$work/absent-v38.json"
 step rowtrail check-proof "$work/absent-v38.json"
 step rowtrail sql "SELECT v.tag, r.source_id, count(*) AS rows FROM version_rows vr JOIN versions v USING (version_id) JOIN rows r USING (row_id) GROUP BY ALL ORDER BY 1, 2"
+
+# v39: the same inputs through a pipeline of pinned steps (examples/demo/pipeline.toml): drop short
+# crawl pages, strip the crawler's boilerplate (a user function, cleaning.py), dedupe exactly, upsample lane 9.
+step rowtrail apply pipeline.toml --dry-run
+step rowtrail apply pipeline.toml
+step rowtrail commit -m "v39: filter, strip boilerplate, dedupe, upsample lane 9" --tag v39
+step rowtrail dropped --version v39
+step rowtrail monitor v39
+page=$(rowtrail sql "SELECT row_id FROM rows WHERE source_key = 'https://example.org/doc/42' AND parent_row_id IS NULL" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["row_id"])')
+step rowtrail why "$page" --version v39
+clean=$(rowtrail trace "$page" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["descendants"][0]["row_id"])')
+step rowtrail why "$clean" --version v39
+step rowtrail sql "SELECT step, kind, count(*) AS edges FROM lineage GROUP BY ALL ORDER BY 1"
+# which change from v38 to v39 leaves fewer than 40 crawl pages? (a corpus test: exit 0 good, 1 bad)
+step rowtrail bisect v38 v39 --test "python3 has_crawl.py {corpus}" --pipeline pipeline.toml
 step rowtrail verify
 printf '\nDemo store: %s (ROWTRAIL_STORE=%s ROWTRAIL_HOME=%s)\n' "$work" "$ROWTRAIL_STORE" "$ROWTRAIL_HOME"
