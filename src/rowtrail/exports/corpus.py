@@ -9,7 +9,7 @@ Formats:
 - ``hf``: a ``datasets.Dataset.save_to_disk`` directory (``datasets.load_from_disk`` reads it), with the
   sidecar beside the dataset's files. Needs ``pip install 'rowtrail[hf]'``.
 
-Rows come in row-id order (a fixed, content-independent shuffle: equal versions export equal bytes)
+Rows come in row-id order (a fixed pseudo-random shuffle; exporting a version again gives the same bytes)
 with the columns of ``rowtrail.query.rows`` — content fields, then provenance — except that every
 32-byte id or hash is a 64-character hex string. Timestamps (``ingested_at``) stay timestamps in
 Parquet and ``hf``, and are RFC 3339 strings (UTC, ``Z``) in JSONL. A content field whose values share
@@ -22,7 +22,8 @@ Options (every format):
 - ``weights``: ``"column"`` (default) writes each row's weight in ``weight``; ``"apply"`` repeats each
   row as many times as its weight and drops the column — an error when a weight is not a whole number.
 - ``source``: only the rows of this source. ``corpus``: the corpus a ref such as ``HEAD`` names.
-- ``batch_rows`` (default 65536): rows per batch, which bounds memory (see ``iter_batches``).
+- ``batch_rows``: rows per batch, which bounds memory (see ``rowtrail.query.rows``); by default sized
+  to hold about 64 MiB of content (at most 65536 rows).
 - ``shard_rows`` (parquet directories, default 262144): rows per shard.
 
 The sidecar (``format: rowtrail.corpus-export/1``) holds the version's id, tag, corpus, content id and
@@ -47,7 +48,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..query.rows import DEFAULT_BATCH_ROWS, RowStream, Selection, is_json_text, select
+from ..query.rows import RowStream, Selection, is_json_text, select
 from ..segments import hex_array, ids_column_to_numpy
 from .base import (
     Exporter,
@@ -80,7 +81,7 @@ class CorpusOptions:
     weights: str = "column"
     source: str | None = None
     corpus: str = "main"
-    batch_rows: int = DEFAULT_BATCH_ROWS
+    batch_rows: int | None = None  # None: sized to hold about DEFAULT_BATCH_BYTES of content
     shard_rows: int = DEFAULT_SHARD_ROWS
 
 
@@ -92,6 +93,7 @@ class _Job:
     selection: Selection
     options: CorpusOptions
     header: dict[str, Any]
+    target: Path
     stream: RowStream | None = None
     rows: int = 0
     total: int = 0  # rows to write (weights applied)
@@ -131,15 +133,16 @@ class CorpusExporter(Exporter):
                     f"{bytes(sel.records['id'][i]).hex()}); 'apply' can only repeat rows a whole number of times — export with "
                     f"weights='column' (--weights column) and weight the loss in the trainer"
                 )
-        job = _Job(v, sel, opts, _header(self.name, v, sel, opts, weights))
+        target = Path(path).expanduser()
+        job = _Job(v, sel, opts, _header(self.name, v, sel, opts, weights), target)
         job.total = int(weights.sum()) if opts.weights == "apply" else sel.num_rows
-        with atomic_output(path, overwrite) as tmp, tempfile.TemporaryDirectory(prefix=f".{tmp.name}.work-", dir=tmp.parent) as work:
-            job.stream = sel.batches(provenance=opts.provenance, batch_rows=opts.batch_rows, spill_dir=work, progress=progress)
+        with atomic_output(target, overwrite) as tmp, tempfile.TemporaryDirectory(prefix=f".{target.name}.rowtrail-work-", dir=tmp.parent) as work:
+            batch_rows = opts.batch_rows or sel.batch_rows_for()
+            job.stream = sel.batches(provenance=opts.provenance, batch_rows=batch_rows, spill_dir=work, progress=progress)
             try:
                 files = self._write(job, tmp, Path(work), _prepared(job, progress))
             finally:
                 job.stream.close()
-        target = Path(path).expanduser()
         return ExportResult(
             format=self.name,
             path=str(target),
@@ -162,6 +165,8 @@ class CorpusExporter(Exporter):
             raise ExportError(f"weights must be 'column' (a weight column) or 'apply' (repeat each row by its weight), not {opts.weights!r}")
         for name in ("batch_rows", "shard_rows"):
             value = getattr(opts, name)
+            if name == "batch_rows" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ExportError(f"{name} must be a whole number ≥ 1, not {value!r}")
         return opts
@@ -188,7 +193,7 @@ def _header(fmt: str, v: Version, sel: Selection, opts: CorpusOptions, weights: 
         "weight_total": c["weight_total"],
         "signed": v.signed,
         "selection": {"source": opts.source, "rows": sel.num_rows, "weight_total": float(weights.sum())},
-        "options": {k: val for k, val in asdict(opts).items() if k in ("provenance", "weights", "batch_rows") or (fmt == "parquet" and k == "shard_rows")},
+        "options": {k: val for k, val in asdict(opts).items() if k in ("provenance", "weights") or (fmt == "parquet" and k == "shard_rows")},
         "rowtrail_version": __version__,
     }
 
@@ -250,7 +255,7 @@ class ParquetExporter(CorpusExporter):
     def _write(self, job: _Job, tmp: Path, work: Path, batches: Iterator[pa.Table]) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq
 
-        single = _target_name(tmp).lower().endswith(".parquet")
+        single = job.target.name.lower().endswith(".parquet")
         files: list[dict[str, Any]] = []
         writer: pq.ParquetWriter | None = None
         schema: pa.Schema | None = None
@@ -262,7 +267,7 @@ class ParquetExporter(CorpusExporter):
                 writer.close()
                 writer = None
                 size, digest = file_digest(shard_path)
-                files.append({"path": shard_path.name if not single else _target_name(tmp), "rows": shard_rows, "bytes": size, "sha256": digest})
+                files.append({"path": job.target.name if single else shard_path.name, "rows": shard_rows, "bytes": size, "sha256": digest})
 
         if not single:
             tmp.mkdir()
@@ -280,22 +285,13 @@ class ParquetExporter(CorpusExporter):
                 start, shard_rows = start + take, shard_rows + take
                 if not single and shard_rows >= job.options.shard_rows:
                     close()
-                if start >= table.num_rows:
+                if start >= table.num_rows:  # an empty selection still opens (and writes) one empty shard
                     break
-        if writer is None and not files and schema is not None:  # an empty selection: one empty shard
-            shard_path = tmp if single else tmp / "part-00000.parquet"
-            writer, shard_rows = pq.ParquetWriter(shard_path, schema, compression=PARQUET_COMPRESSION), 0
         close()
         if single:
             return files
         assert schema is not None
         return [*files, _write_sidecar(job, tmp, schema, files)]
-
-
-def _target_name(tmp: Path) -> str:
-    """The final name of a temporary output path made by ``atomic_output`` (``.NAME.rowtrail-tmp-XXXX``)."""
-    name = tmp.name
-    return name[1 : name.rindex(".rowtrail-tmp-")] if ".rowtrail-tmp-" in name else name
 
 
 # -- jsonl -------------------------------------------------------------------------------------------
@@ -308,7 +304,7 @@ class JsonlExporter(CorpusExporter):
     description = "JSON Lines, gzip or zstd compressed by a .gz / .zst suffix"
 
     def _write(self, job: _Job, tmp: Path, work: Path, batches: Iterator[pa.Table]) -> list[dict[str, Any]]:
-        name = _target_name(tmp)
+        name = job.target.name
         compression = "gzip" if name.lower().endswith(".gz") else "zstd" if name.lower().endswith((".zst", ".zstd")) else None
         with open(tmp, "wb") as fh:
             raw = HashingWriter(fh)

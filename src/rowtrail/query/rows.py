@@ -26,8 +26,8 @@ absent from a row is null in its column, as in any table (inside structs too).
 
 **Columns.** Content fields in JCS (UTF-16) key order, then the provenance columns in segment order
 (``row_id``, ``source_id``, …, declared attributes without their ``attr.`` prefix, named extra hashes)
-and ``weight``; a provenance name that a content field already uses gets a leading ``_``. ``row_id``
-and ``content_sha256`` are 64-character hex strings; named extra hashes stay 32-byte binary.
+and ``weight`` last; a provenance name that a content field already uses gets a leading ``_``.
+``row_id`` and ``content_sha256`` are 64-character hex strings; named extra hashes stay 32-byte binary.
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ if TYPE_CHECKING:
 
 ID_COLUMNS = ("row_id", "content_sha256")
 DEFAULT_BATCH_ROWS = 65536
+# A batch is copied a few times on its way through (read, parse, spill, sort), so exports size batches
+# by bytes: long documents get fewer rows per batch.
+DEFAULT_BATCH_BYTES = 64 << 20
+MIN_BATCH_ROWS = 64
+PROVENANCE_ROW_BYTES = 300
 JSON_TEXT_KEY = b"rowtrail.json"
 JSON_TEXT_META = {JSON_TEXT_KEY: b"1"}
 # A piece reads at most this many batches' worth of rows from a segment, so a sparse selection (a few
@@ -86,6 +91,20 @@ class Selection:
     @property
     def num_rows(self) -> int:
         return len(self.records)
+
+    def batch_rows_for(self, target_bytes: int = DEFAULT_BATCH_BYTES) -> int:
+        """Rows per batch so that a batch holds about ``target_bytes`` of content (estimated from the
+        segments' Parquet metadata), between MIN_BATCH_ROWS and DEFAULT_BATCH_ROWS."""
+        if not self.num_rows:
+            return DEFAULT_BATCH_ROWS
+        segs, counts = np.unique(self.records["seg"], return_counts=True)
+        total = 0.0
+        for seg, count in zip(segs.tolist(), counts.tolist()):
+            md = parquet_file(str(self.store.backend.object_path(self.store.state.segments[seg].content))).metadata
+            size = sum(md.row_group(g).total_byte_size for g in range(md.num_row_groups))
+            total += count * size / max(md.num_rows, 1)
+        per_row = total / self.num_rows + PROVENANCE_ROW_BYTES
+        return int(min(DEFAULT_BATCH_ROWS, max(MIN_BATCH_ROWS, target_bytes // per_row)))
 
     def batches(
         self,
@@ -147,9 +166,10 @@ def iter_batches(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     spill_dir: str | Path | None = None,
     progress: Progress | None = None,
-) -> Iterator[pa.Table]:
-    """Rows of a version as a stream of tables in row-id order, with the columns of ``rows()``."""
-    yield from select(store, ref, source=source, corpus=corpus).batches(provenance=provenance, batch_rows=batch_rows, spill_dir=spill_dir, progress=progress)
+) -> RowStream:
+    """Rows of a version as a stream of tables in row-id order, with the columns of ``rows()`` (see
+    the module docstring). A bad ref or source raises here, not at the first table."""
+    return select(store, ref, source=source, corpus=corpus).batches(provenance=provenance, batch_rows=batch_rows, spill_dir=spill_dir, progress=progress)
 
 
 def rows(store: Store, ref: str, source: str | None = None, corpus: str = "main", limit: int | None = None) -> pa.Table:
@@ -323,6 +343,8 @@ def _read_at(path: str, rows: np.ndarray, columns: list[str] | None) -> pa.Table
     table = parquet_file(path).read_row_groups(groups.tolist(), columns=columns)
     base = np.concatenate([[0], np.cumsum(starts[groups + 1] - starts[groups])])[:-1]
     local = base[np.searchsorted(groups, g)] + (rows - starts[g])
+    if len(local) == table.num_rows:  # every row of the groups read, in order: nothing to pick
+        return table
     return table.take(pa.array(local))
 
 
@@ -382,10 +404,13 @@ class _DiskSpill:
         cuts = [0, *(np.flatnonzero(np.diff(b)) + 1).tolist(), len(b)]
         path = str(Path(self._tmp.name) / f"{self._count:06d}.arrow")
         self._count += 1
+        k = 0
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema, options=self._options) as writer:
-            for k, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
-                writer.write_table(table.slice(lo, hi - lo), max_chunksize=hi - lo)
-                self._index[int(b[lo])].append((path, k))
+            for lo, hi in zip(cuts[:-1], cuts[1:]):
+                for batch in table.slice(lo, hi - lo).to_batches():
+                    writer.write_batch(batch)
+                    self._index[int(b[lo])].append((path, k))
+                    k += 1
 
     def bucket(self, b: int) -> list[pa.Table]:
         out = []
@@ -475,7 +500,7 @@ def _stream(out: RowStream, sel: Selection, provenance: bool, batch_rows: int, s
         for b in range(n_batches):
             parts = [_conform_piece(t, content_fields) for t in spill.bucket(b)]
             if parts:
-                table = pa.concat_tables(parts).combine_chunks()
+                table = pa.concat_tables(parts)
                 table = table.take(pc.sort_indices(table.column(_POS)))
             else:
                 table = pa.table({_POS: pa.array([], pa.int64()), _W: pa.array([], pa.float64())})
