@@ -12,6 +12,8 @@ from . import steps, training
 from .errors import (
     BisectError,
     ConflictError,
+    ExportError,
+    ExportExistsError,
     IngestError,
     LicenseError,
     NothingToCommitError,
@@ -40,6 +42,8 @@ from .versions.version import Version
 __all__ = [
     "BisectError",
     "ConflictError",
+    "ExportError",
+    "ExportExistsError",
     "IngestError",
     "LicenseError",
     "NothingToCommitError",

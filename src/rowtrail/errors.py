@@ -21,6 +21,8 @@ verification failures exit 3.
     ├── ProofError                    a proof that cannot be built or read
     ├── StepError                     a transformation step broke its contract
     ├── BisectError                   bisect cannot start or go on
+    ├── ExportError                   an export that cannot be made as asked
+    │   └── ExportExistsError         the output exists and overwriting was not asked for
     └── VerificationError             damage or an untrusted signature (exit 3)
 """
 
@@ -108,6 +110,14 @@ class ProofError(RowtrailError):
 
 class StepError(RowtrailError):
     pass
+
+
+class ExportError(RowtrailError):
+    """An export that cannot be made as asked: unknown format or option, missing library."""
+
+
+class ExportExistsError(ExportError):
+    """The output path exists and overwriting was not asked for."""
 
 
 class BisectError(RowtrailError):

@@ -151,7 +151,7 @@ class Store:
                 self._columns.popitem(last=False)
         return hit[0], hit[1]
 
-    def gather(self, rows: np.ndarray, want_sources: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def gather(self, rows: np.ndarray, want_sources: bool = False, want_hashes: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Content hashes (aligned with ``rows``) and, if asked, each row's source as an index into
         the returned source names."""
         n = len(rows)
@@ -167,7 +167,8 @@ class Store:
         for part in np.split(order, bounds):
             seg = int(rows["seg"][part[0]])
             at = rows["row"][part].astype(np.int64)
-            hashes[part] = self.segment_column(seg, "content_sha256")[at]
+            if want_hashes:
+                hashes[part] = self.segment_column(seg, "content_sha256")[at]
             if want_sources:
                 segment = self.state.segments[seg]
                 if len(segment.sources) == 1:

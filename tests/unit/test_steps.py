@@ -241,6 +241,9 @@ def test_score_attaches_a_column_and_gates(store):
     scored = [e for e in store.trace(row)["steps"] if e["event"] == "scored"]
     assert scored[0]["values"] == {"quality": pytest.approx(1.8)}
     assert v.row_count == rep.rows_out
+    table = store.rows(v.id)
+    q = dict(zip(table.column("source_key").to_pylist(), table.column("quality").to_pylist()))
+    assert q["alpha-9"] == pytest.approx(1.8) and min(q.values()) >= 0.5
 
 
 # -- the contract ----------------------------------------------------------------------------------

@@ -499,6 +499,7 @@ def verify(
 
 
 from . import bisect as _bisect  # noqa: E402
+from . import export as _export  # noqa: E402
 from . import pipeline as _pipeline  # noqa: E402
 from . import sources as _sources  # noqa: E402  (registers the 'source' command group)
 
@@ -506,6 +507,7 @@ app.command("apply")(_pipeline.apply)
 app.command("dropped")(_pipeline.dropped)
 app.command("monitor")(_pipeline.monitor)
 app.command("bisect")(_bisect.bisect)
+app.command("export")(_export.export)
 
 app.add_typer(_sources.app, name="source")
 

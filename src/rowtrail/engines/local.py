@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from ..errors import StepError
 from ..hashing import ID_DTYPE, id_bytes, sort_ids
+from ..query.rows import content_table
 from ..segments import ATTR_PREFIX, PROVENANCE_BASE
 from ..steps.base import CONTENT_FIELDS, CONTENT_TEXT, DROP_SCHEMA, EDGE_SCHEMA, Changes, Step, StepOutput, check_output, ids_of
 from ..steps.pipeline import Pipeline
@@ -83,7 +82,7 @@ class Frame:
     """The rows in flight, in segment order, with what each step needs to know about them."""
 
     def __init__(self, records: np.ndarray, sources: np.ndarray, names: list[str]):
-        order = np.lexsort((records["row"], records["seg"]))
+        order = np.argsort((records["seg"].astype(np.uint64) << np.uint64(32)) | records["row"].astype(np.uint64), kind="stable")
         self.rec = records[order].astype(FRAME_DTYPE)
         self.src = sources[order]
         self.names = names
@@ -158,7 +157,7 @@ class LocalEngine:
                 path = str(self.store.backend.object_path(self.store.state.segments[seg].content)).replace("'", "''")
                 extra = extract_fields(f"read_parquet('{path}')", missing, self._con)
             if extra is None:  # fields whose JSON types disagree: parse every row (slow, exact)
-                parsed = content_columns(self._content_texts(seg))
+                parsed = content_table(self._content_texts(seg))
                 extra = pa.table({n: parsed.column(n) if n in parsed.column_names else pa.nulls(parsed.num_rows) for n in missing})
             have = extra if have is None else pa.Table.from_arrays([*have.columns, *extra.columns], names=[*have.column_names, *extra.column_names])
             self._field_cache = {k: v for k, v in self._field_cache.items() if k == seg}
@@ -206,7 +205,7 @@ class LocalEngine:
         if want_text:
             cols[CONTENT_TEXT] = pick(self._content_texts(seg))
         if CONTENT_FIELDS in needs:
-            parsed = content_columns(pick(self._content_texts(seg)))
+            parsed = content_table(pick(self._content_texts(seg)))
             for name in parsed.column_names:
                 cols.setdefault(name, parsed.column(name).combine_chunks())
         if content_names:
@@ -220,8 +219,7 @@ class LocalEngine:
 
     # -- running -----------------------------------------------------------------------------------
     def run(self, pipeline: Pipeline, inputs: np.ndarray) -> RunResult:
-        hashes, src, names = self.store.gather(inputs, want_sources=True)
-        del hashes
+        _, src, names = self.store.gather(inputs, want_sources=True, want_hashes=False)
         frame = Frame(inputs, src, names)
         monitor = pipeline.monitor or {}
         exprs = [*monitor.get("numeric", []), *monitor.get("categorical", [])]
@@ -406,10 +404,9 @@ def extract_fields(relation: str, names: list[str], con: Any) -> pa.Table | None
     of ``relation`` (row order kept). A field is a string, integer, float or boolean column when all
     its values agree (ints and floats together: float); None when some field holds objects, arrays
     or values of disagreeing kinds — the caller then parses rows one by one."""
-    quoted = [n.replace('"', '\\"').replace("'", "''") for n in names]
-    inner = ", ".join(f"json_extract(content, '$.\"{q}\"') AS j{i}" for i, q in enumerate(quoted))
-    outer = ", ".join(f"json_type(j{i}) AS t{i}, j{i} ->> '$' AS v{i}" for i in range(len(names)))
-    table = con.sql(f"SELECT {outer} FROM (SELECT {inner} FROM {relation})").to_arrow_table()
+    paths = ["'$.\"" + n.replace('"', '\\"').replace("'", "''") + "\"'" for n in names]
+    cols = ", ".join(f"json_type(content, {p}) AS t{i}, content ->> {p} AS v{i}" for i, p in enumerate(paths))
+    table = con.sql(f"SELECT {cols} FROM {relation}").to_arrow_table()
     out = {}
     for i, name in enumerate(names):
         kinds = {_JSON_KINDS.get(k, "other") for k in pc.unique(table.column(f"t{i}").combine_chunks().fill_null("NULL")).to_pylist()}
@@ -426,36 +423,6 @@ def extract_fields(relation: str, names: list[str], con: Any) -> pa.Table | None
         else:
             return None
     return pa.table(out)
-
-
-def content_columns(texts: pa.Array) -> pa.Table:
-    """Canonical JSON content texts as typed columns. Strings stay strings (no date guessing); when
-    rows disagree on a field's type, that field falls back to its JSON text."""
-    if len(texts) == 0:
-        return pa.table({})
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    one_list = pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts)
-    data = pc.binary_join(one_list, "\n")[0].as_buffer()
-    opts = pajson.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 30)), use_threads=True)
-    try:
-        table = pajson.read_json(pa.BufferReader(data), read_options=opts)
-        stamped = [f for f in table.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
-        if stamped:
-            schema = pa.schema([pa.field(f.name, pa.string()) if f in stamped else f for f in table.schema])
-            table = pajson.read_json(pa.BufferReader(data), read_options=opts, parse_options=pajson.ParseOptions(explicit_schema=schema))
-        return table
-    except pa.ArrowInvalid:
-        rows = [orjson.loads(t) for t in texts.to_pylist()]
-        names = sorted({k for r in rows for k in r})
-        cols = {}
-        for name in names:
-            vals = [r.get(name) for r in rows]
-            try:
-                cols[name] = pa.array(vals)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                cols[name] = pa.array([None if v is None else orjson.dumps(v).decode() for v in vals], pa.string())
-        return pa.table(cols)
 
 
 # -- reports ---------------------------------------------------------------------------------------

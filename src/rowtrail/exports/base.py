@@ -39,21 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ..errors import RowtrailError
+from ..errors import ExportError, ExportExistsError
 
 if TYPE_CHECKING:
     from ..store import Store
     from ..versions.version import Version
 
 Progress = Callable[[str, int, int], None]
-
-
-class ExportError(RowtrailError):
-    """An export that cannot be made as asked: unknown format or option, missing library."""
-
-
-class ExportExistsError(ExportError):
-    """The output path exists and overwriting was not asked for."""
 
 
 @dataclass(frozen=True)

@@ -460,6 +460,7 @@ def _stream(out: RowStream, sel: Selection, provenance: bool, batch_rows: int, s
 
         prov_fields = list(PROVENANCE_BASE)
     content_types = _Types()
+    attached = step_columns(store, sel.info.version_id)
     spill: _MemorySpill | _DiskSpill = _MemorySpill() if n_batches == 1 else _DiskSpill(spill_dir)
     try:
         done = 0
@@ -504,9 +505,38 @@ def _stream(out: RowStream, sel: Selection, provenance: bool, batch_rows: int, s
                 table = table.take(pc.sort_indices(table.column(_POS)))
             else:
                 table = pa.table({_POS: pa.array([], pa.int64()), _W: pa.array([], pa.float64())})
-            yield _assemble(table, content_fields, prov_fields, out_prov)
+            yield _with_step_columns(_assemble(table, content_fields, prov_fields, out_prov), len(content_fields), attached)
     finally:
         spill.close()
+
+
+def step_columns(store: Store, version_id: str) -> list[pa.Table]:
+    """Columns the version's pipeline steps attached to rows (``score``), as (row_id hex, values…)
+    tables in pipeline order."""
+    import pyarrow.parquet as pq
+
+    man = store.manifest(version_id)
+    lineage = man.get("lineage") or {}
+    out = []
+    for sid in man["record"]["content"].get("pipeline", []):
+        digest = (lineage.get(sid) or {}).get("columns")
+        if digest:
+            t = pq.read_table(store.backend.object_path(digest))
+            out.append(t.set_column(0, "row_id", hex_column(t.column("row_id"))))
+    return out
+
+
+def _with_step_columns(table: pa.Table, id_at: int, attached: list[pa.Table]) -> pa.Table:
+    """Append step-attached columns, matched by row id (null for rows a step did not see)."""
+    if not attached:
+        return table
+    ids = table.column(id_at)
+    for cols in attached:
+        pos = pc.index_in(ids, value_set=cols.column("row_id").combine_chunks())
+        for name in cols.column_names[1:]:
+            out_name = name if name not in table.column_names else f"step.{name}"
+            table = table.append_column(out_name, cols.column(name).combine_chunks().take(pos))
+    return table
 
 
 def _conform_piece(table: pa.Table, content_fields: list[pa.Field]) -> pa.Table:
