@@ -49,6 +49,8 @@ step rowtrail why "$page" --version v39
 clean=$(rowtrail trace "$page" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["descendants"][0]["row_id"])')
 step rowtrail why "$clean" --version v39
 step rowtrail sql "SELECT step, kind, count(*) AS edges FROM lineage GROUP BY ALL ORDER BY 1"
+# the training job's copy of v39: content, provenance columns and weights, with a digest sidecar
+step rowtrail export parquet v39 -o "$work/v39-corpus"
 # which change from v38 to v39 leaves fewer than 40 crawl pages? (a corpus test: exit 0 good, 1 bad)
 step rowtrail bisect v38 v39 --test "python3 has_crawl.py {corpus}" --pipeline pipeline.toml
 step rowtrail verify
