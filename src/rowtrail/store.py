@@ -141,8 +141,9 @@ class Store:
         hit = self._columns.get(key)
         if hit is None:
             segment = self.state.segments[seg]
-            col = pq.read_table(self.backend.object_path(segment.provenance), columns=[column]).column(column)
-            enc = col.combine_chunks().dictionary_encode()
+            col = pq.read_table(self.backend.object_path(segment.provenance), columns=[column], read_dictionary=[column]).column(column)
+            # dictionary-encoded on disk: read as dictionaries, unified across row groups (no string hashing)
+            enc = col.unify_dictionaries().combine_chunks() if pa.types.is_dictionary(col.type) else col.combine_chunks().dictionary_encode()
             hit = np.empty(2, dtype=object)
             hit[0] = enc.indices.to_numpy(zero_copy_only=False).astype(np.int32)
             hit[1] = enc.dictionary.to_pylist()

@@ -94,7 +94,7 @@ def test_unhashable_params_raise_and_changed_params_change_the_id():
         steps.mix({"a": 1.0}, seed=object())  # type: ignore[arg-type]
     a = steps.filter("length(response) > 20", reason="too-short")
     b = steps.filter("length(response) > 21", reason="too-short")
-    assert a.id != b.id and a.code == b.code == code_fingerprint(steps.filter)
+    assert a.id != b.id and a.code == b.code != code_fingerprint(steps.filter)  # the class and the SQL module it runs
 
 
 # -- built-in steps --------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def test_sample_and_mix_are_deterministic_by_hash(store):
     ids = np.sort(store.version_rows(store.commit("sample", sign=False).id)["id"]) if False else None
     del ids
     u = steps.builtin.hash_unit(hashing.ids_from_hex([hashing.row_id("alpha", "alpha-0", "00" * 32)]), "s1")
-    expect = int.from_bytes(hashlib.sha256(b"s1\x00" + bytes.fromhex(hashing.row_id("alpha", "alpha-0", "00" * 32))).digest()[:8], "big") / 2**64
+    expect = (int.from_bytes(hashlib.sha256(b"s1\x00" + bytes.fromhex(hashing.row_id("alpha", "alpha-0", "00" * 32))).digest()[:8], "big") >> 11) / 2**53
     assert u[0] == pytest.approx(expect, abs=1e-15)
     store.apply([steps.mix({"alpha": 0.5, "beta": 0.25, "gamma": 0.25}, seed="m")])
     v = store.commit("mix", sign=False)
@@ -377,3 +377,43 @@ def test_changes_reject_bad_weights(store):
     out = Changes(steps.sample(0.5), batch)
     with pytest.raises(StepError, match="finite"):
         out.set_weight([0], -1.0)
+
+
+# -- regressions -----------------------------------------------------------------------------------
+def test_weights_do_not_compound_across_commits(store, write_jsonl):
+    store.apply([steps.upsample(source="gamma", factor=2)])
+    v1 = store.commit("v1", sign=False)
+    assert v1.content["per_source"]["gamma"] == [12, 24.0]
+    store.ingest(write_jsonl(make_rows(3, "gamma-more"), "more.jsonl"), source="gamma", key_field="id", content_fields=["prompt", "response"], attributes=["lane", "score"], hash_fields=["prompt"])
+    v2 = rt.open(store.path).commit("v2", sign=False)
+    assert v2.content["per_source"]["gamma"] == [15, 30.0]
+    kinds = [e["kind"] for e in store.state.entries]
+    assert kinds[-2:] == ["pipeline", "commit"]  # the run commit made is journalled before the commit
+    assert store.manifest(v2.id)["record"]["journal_head"] == store.state.digests[-2]
+    assert store.verify(allow_unsigned=True).ok
+
+
+def test_derived_rows_hash_their_own_extra_fields(tmp_store, write_jsonl):
+    tmp_store.sources.add("s", kind="other")
+    tmp_store.ingest(write_jsonl(make_rows(6, "s"), "s.jsonl"), source="s", key_field="id", content_fields=["prompt", "response"], hash_fields=["response"])
+    tmp_store.apply([steps.rewrite(strip_words, name="strip", field="response")])
+    v = tmp_store.commit("v", sign=False)
+    derived = tmp_store.sql("SELECT content, response_sha256 FROM rows WHERE parent_row_id IS NOT NULL").to_pylist()
+    assert derived
+    for r in derived:
+        assert r["response_sha256"] == hashlib.sha256(hashing.jcs(json.loads(r["content"])["response"])).digest()
+    assert v.row_count == 6
+
+
+def test_verify_finds_a_version_whose_rows_are_not_its_runs_output(store):
+    store.apply([steps.filter("length(response) > 25", reason="too-short")])
+    v = store.commit("v", sign=False)
+    from rowtrail.ops import verify as verify_mod
+
+    man = store.manifest(v.id)
+    rep = verify_mod.VerifyReport()
+    verify_mod._check_run(store, rep, "v", {**man, "record": man["record"]}, {**v.content, "pipeline": []}, store.version_rows(v.id))
+    assert any("other steps" in p["problem"] for p in rep.problems)
+    rep = verify_mod.VerifyReport()
+    verify_mod._check_run(store, rep, "v", man, v.content, store.version_rows(v.id)[1:])
+    assert any("not its pipeline run's output" in p["problem"] for p in rep.problems)

@@ -140,6 +140,23 @@ class LocalBackend:
         os.close(fd)
         return Path(name)
 
+    # -- derived caches --------------------------------------------------------------------------------
+    # Facts computed from immutable objects (e.g. the JSON kinds of a content table's fields), kept
+    # under cache/ so later runs skip the work. Never verified, never authoritative: deleting cache/
+    # only costs time.
+    def cache_get(self, name: str) -> bytes | None:
+        try:
+            return (self.root / "cache" / name).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def cache_put(self, name: str, data: bytes) -> None:
+        path = self.root / "cache" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
     # -- journal -----------------------------------------------------------------------------------
     def read_head(self) -> dict | None:
         try:

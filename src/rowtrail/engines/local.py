@@ -15,17 +15,19 @@ and the drift of the monitored columns).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import StepError
-from ..hashing import ID_DTYPE, id_bytes, sort_ids
+from ..hashing import ID_DTYPE, id_bytes, jcs, sort_ids
 from ..query.rows import content_table
 from ..segments import ATTR_PREFIX, PROVENANCE_BASE
 from ..steps.base import CONTENT_FIELDS, CONTENT_TEXT, DROP_SCHEMA, EDGE_SCHEMA, Changes, Step, StepOutput, check_output, ids_of
@@ -82,7 +84,7 @@ class Frame:
     """The rows in flight, in segment order, with what each step needs to know about them."""
 
     def __init__(self, records: np.ndarray, sources: np.ndarray, names: list[str]):
-        order = np.argsort((records["seg"].astype(np.uint64) << np.uint64(32)) | records["row"].astype(np.uint64), kind="stable")
+        order = np.argsort((records["seg"].astype(np.uint64) << np.uint64(32)) | records["row"].astype(np.uint64))  # keys are unique
         self.rec = records[order].astype(FRAME_DTYPE)
         self.src = sources[order]
         self.names = names
@@ -152,10 +154,14 @@ class LocalEngine:
         missing = [n for n in names if have is None or n not in have.column_names]
         if missing:
             if seg >= PENDING:
-                extra = extract_fields(self._texts_relation(self._content_texts(seg)), missing, self._con)
+                extra, _ = extract_fields(self._texts_relation(self._content_texts(seg)), missing, self._con)
             else:
-                path = str(self.store.backend.object_path(self.store.state.segments[seg].content)).replace("'", "''")
-                extra = extract_fields(f"read_parquet('{path}')", missing, self._con)
+                digest = self.store.state.segments[seg].content
+                path = str(self.store.backend.object_path(digest)).replace("'", "''")
+                cached = orjson.loads(self.store.backend.cache_get(f"field-kinds/{digest}.json") or b"{}")
+                extra, kinds = extract_fields(f"read_parquet('{path}')", missing, self._con, cached)
+                if kinds != cached:
+                    self.store.backend.cache_put(f"field-kinds/{digest}.json", orjson.dumps(kinds, option=orjson.OPT_SORT_KEYS))
             if extra is None:  # fields whose JSON types disagree: parse every row (slow, exact)
                 parsed = content_table(self._content_texts(seg))
                 extra = pa.table({n: parsed.column(n) if n in parsed.column_names else pa.nulls(parsed.num_rows) for n in missing})
@@ -334,6 +340,13 @@ class LocalEngine:
                 prov = prov.append_column("ingest_seq", pa.array(np.full(len(prov), segment.seq, dtype=np.int64)))
         prov = prov.set_column(prov.schema.get_field_index("row_id"), "row_id", new.column("row_id"))
         prov = prov.set_column(prov.schema.get_field_index("content_sha256"), "content_sha256", new.column("content_sha256"))
+        extra = [n for n in prov.column_names if n.endswith("_sha256") and n != "content_sha256"]
+        if extra:  # named extra hashes (DESIGN format 2) follow the derived row's own content
+            contents = [orjson.loads(t) for t in new.column("content").to_pylist()]
+            for name in extra:
+                field = name[: -len("_sha256")]
+                digests = [hashlib.sha256(jcs(c[field])).digest() if field in c else None for c in contents]
+                prov = prov.set_column(prov.schema.get_field_index(name), name, pa.array(digests, pa.binary(32)))
         parent_ids = _fixed(frame.rec["id"][parent_pos])
         for name, col in (("parent_row_id", parent_ids), ("step_id", pa.array([step.id] * len(prov), pa.string()))):
             if name in prov.column_names:
@@ -399,30 +412,35 @@ def _monitor_type(parts: list[pa.Array]) -> pa.DataType:
 _JSON_KINDS = {"VARCHAR": "string", "NULL": "null", "BOOLEAN": "bool", "UBIGINT": "int", "BIGINT": "int", "DOUBLE": "float"}
 
 
-def extract_fields(relation: str, names: list[str], con: Any) -> pa.Table | None:
+def extract_fields(relation: str, names: list[str], con: Any, kinds: dict[str, list[str]] | None = None) -> tuple[pa.Table | None, dict[str, list[str]]]:
     """Content fields as typed columns, parsed by DuckDB from the canonical JSON ``content`` column
-    of ``relation`` (row order kept). A field is a string, integer, float or boolean column when all
-    its values agree (ints and floats together: float); None when some field holds objects, arrays
-    or values of disagreeing kinds — the caller then parses rows one by one."""
-    paths = ["'$.\"" + n.replace('"', '\\"').replace("'", "''") + "\"'" for n in names]
-    cols = ", ".join(f"json_type(content, {p}) AS t{i}, content ->> {p} AS v{i}" for i, p in enumerate(paths))
-    table = con.sql(f"SELECT {cols} FROM {relation}").to_arrow_table()
+    of ``relation`` (row order kept), and the JSON kinds each field holds. A field is a string,
+    integer, float or boolean column when all its values agree (ints and floats together: float);
+    the table is None when some field holds objects, arrays or values of disagreeing kinds — the
+    caller then parses rows one by one. ``kinds`` already known (from the cache) skip their query."""
+    paths = {n: "'$.\"" + n.replace('"', '\\"').replace("'", "''") + "\"'" for n in names}
+    kinds = dict(kinds or {})
+    unknown = [n for n in names if n not in kinds]
+    if unknown:
+        cols = ", ".join(f"list_distinct(list(coalesce(json_type(content, {paths[n]}), 'NULL'))) AS k{i}" for i, n in enumerate(unknown))
+        row = con.sql(f"SELECT {cols} FROM {relation}").fetchall()[0]
+        kinds.update({n: sorted(row[i] or []) for i, n in enumerate(unknown)})
+    table = con.sql("SELECT " + ", ".join(f"content ->> {paths[n]} AS v{i}" for i, n in enumerate(names)) + f" FROM {relation}").to_arrow_table()
     out = {}
     for i, name in enumerate(names):
-        kinds = {_JSON_KINDS.get(k, "other") for k in pc.unique(table.column(f"t{i}").combine_chunks().fill_null("NULL")).to_pylist()}
-        kinds.discard("null")
+        found = {_JSON_KINDS.get(k, "other") for k in kinds[name]} - {"null"}
         values = table.column(f"v{i}").combine_chunks()
-        if not kinds or kinds == {"string"}:
+        if not found or found == {"string"}:
             out[name] = values.cast(pa.string())
-        elif kinds == {"int"}:
+        elif found == {"int"}:
             out[name] = values.cast(pa.int64())
-        elif kinds <= {"int", "float"}:
+        elif found <= {"int", "float"}:
             out[name] = values.cast(pa.float64())
-        elif kinds == {"bool"}:
+        elif found == {"bool"}:
             out[name] = pc.equal(values, "true")
         else:
-            return None
-    return pa.table(out)
+            return None, kinds
+    return pa.table(out), kinds
 
 
 # -- reports ---------------------------------------------------------------------------------------

@@ -159,33 +159,41 @@ def apply(
     if len(set(ids)) != len(ids):
         raise StepError("the pipeline lists the same step twice (same name, version, params and code); give one a different name")
     with store._write() as state:
-        inputs = current_inputs(store, state, corpus)
-        run = run_pipeline(store, pipeline, inputs, progress)
-        report = ApplyReport(
-            corpus=corpus,
-            pipeline=[s.definition() for s in pipeline.steps],
-            rows_in=int(len(inputs)),
-            rows_out=int(len(run.records)),
-            weight_out=float(run.records["w"].astype(np.float64).sum()) if len(run.records) else 0.0,
-            steps=summary(run),
-            warnings=run.warnings,
-            dry_run=dry_run,
-        )
-        if dry_run:
-            return report
-        digest, segments, _records = publish_run(store, state, run, corpus, pipeline)
-        store._append(
-            state,
-            {
-                "kind": "pipeline",
-                "corpus": corpus,
-                "steps": report.pipeline,
-                "monitor": pipeline.monitor,
-                "run": digest,
-                "rows": report.rows_out,
-                "segments": segments,
-            },
-        )
-        store._applied[corpus] = list(pipeline.steps)
-        report.run = digest
+        report = apply_locked(store, state, pipeline, corpus=corpus, dry_run=dry_run, progress=progress)
+        if not dry_run:
+            store._applied[corpus] = list(pipeline.steps)
+    return report
+
+
+def apply_locked(store: Store, state: State, pipeline: Pipeline, *, corpus: str, dry_run: bool = False, progress: Callable[[str, int, int], None] | None = None) -> ApplyReport:
+    """Run the pipeline over the corpus's input set and (unless a dry run) publish the run with one
+    ``pipeline`` journal entry; the caller holds the write lock."""
+    inputs = current_inputs(store, state, corpus)
+    run = run_pipeline(store, pipeline, inputs, progress)
+    report = ApplyReport(
+        corpus=corpus,
+        pipeline=[s.definition() for s in pipeline.steps],
+        rows_in=int(len(inputs)),
+        rows_out=int(len(run.records)),
+        weight_out=float(run.records["w"].astype(np.float64).sum()) if len(run.records) else 0.0,
+        steps=summary(run),
+        warnings=run.warnings,
+        dry_run=dry_run,
+    )
+    if dry_run:
+        return report
+    digest, segments, _records = publish_run(store, state, run, corpus, pipeline)
+    store._append(
+        state,
+        {
+            "kind": "pipeline",
+            "corpus": corpus,
+            "steps": report.pipeline,
+            "monitor": pipeline.monitor,
+            "run": digest,
+            "rows": report.rows_out,
+            "segments": segments,
+        },
+    )
+    report.run = digest
     return report

@@ -19,11 +19,10 @@ import numpy as np
 from .. import __version__
 from ..errors import NothingToCommitError, RefError, TagExistsError
 from ..hashing import distinct_sorted, exact_sums, jcs, merkle_root, weights_sha256
-from ..records import Segment
 from ..versions import signing
 from ..versions.journal import now_rfc3339
 from ..versions.manifest import CACHE_LEVEL, upper_levels, write_chunks
-from .apply import publish_run, read_run, rebuild, reusable_run, run_pipeline
+from .apply import apply_locked, read_run, rebuild, reusable_run
 from .inputs import current_inputs
 
 if TYPE_CHECKING:
@@ -60,8 +59,11 @@ def build_content(store: Store, corpus: str, rows: np.ndarray, inputs: np.ndarra
     """The version content and the storage part of the manifest (chunks, Merkle caches)."""
     ids = rows["id"]
     root, nodes = upper_levels(ids)
-    same_inputs = len(inputs) == len(rows) and bool(np.array_equal(inputs["id"], ids))
-    inputs_root = root if same_inputs else merkle_root(inputs["id"])
+    # the inputs share the rows' chunks only when they are the same records, weights included
+    # (inputs always weigh 1.0; a pipeline that only reweights keeps the ids but not the records)
+    same_ids = len(inputs) == len(rows) and bool(np.array_equal(inputs["id"], ids))
+    same_inputs = same_ids and bool(np.array_equal(inputs, rows))
+    inputs_root = root if same_ids else merkle_root(inputs["id"])
     content_hashes, source_idx, source_names = store.gather(rows, want_sources=True)
     distinct = distinct_sorted(content_hashes)
     content_root, content_nodes = upper_levels(distinct)
@@ -119,17 +121,13 @@ def commit(
         inputs = current_inputs(store, state, corpus)
         defs = state.pipelines.get(corpus, [])
         step_ids = [d["step_id"] for d in defs]
-        new_segments: list[dict[str, Any]] = []
         run_digest = reusable_run(state, corpus) if defs else None
+        if run_digest is None and defs:
+            # the input set changed since the last apply: run the pipeline now, recorded as its own
+            # ``pipeline`` entry before the commit, so the version's journal_head covers the run
+            run_digest = apply_locked(store, state, rebuild(store, state, corpus), corpus=corpus, progress=progress).run
         if run_digest is not None:
             run_doc, rows = read_run(store, run_digest)
-        elif defs:
-            pipeline = rebuild(store, state, corpus)
-            run = run_pipeline(store, pipeline, inputs, progress)
-            run_digest, new_segments, rows = publish_run(store, state, run, corpus, pipeline)
-            for seg in new_segments:  # the commit entry registers them; gather() needs them now
-                state.segments.append(Segment(seg=seg["seg"], sources=tuple(seg["sources"]), provenance=seg["provenance"], content=seg["content"], rows=seg["rows"], ingest_id=f"step:{seg['step_id']}", seq=state.seq + 1))
-            run_doc, _ = read_run(store, run_digest)
         else:
             rows, run_doc = inputs, None
         content, storage = build_content(store, corpus, rows, inputs, step_ids, None)
@@ -172,7 +170,6 @@ def commit(
                 "record": record,
                 "manifest": manifest_digest,
                 "envelope": envelope_digest,
-                **({"segments": new_segments} if new_segments else {}),
             },
         )
     return version_id

@@ -261,8 +261,34 @@ def _check_version(store: Store, rep: VerifyReport, state: State, vid: str, keys
     per_source = {s: [int(counts[i]), float(wsum[i])] for i, s in enumerate(names) if counts[i]}
     if per_source != content.get("per_source"):
         rep.problem(label, "per_source counts do not match its rows")
-    _check_rows(store, rep, label, recs, sample)
+    _check_run(store, rep, label, man, content, recs)
+    _check_rows(store, rep, label, recs, sample, content.get("pipeline") or [])
     rep.checked["versions"] += 1
+
+
+def _check_run(store: Store, rep: VerifyReport, label: str, man: dict[str, Any], content: dict[str, Any], recs: np.ndarray) -> None:
+    """A version built by a pipeline run: the run names the same steps, and its output is the version's rows."""
+    from ..versions.manifest import RECORD_DTYPE
+
+    digest = man.get("run")
+    if not digest:
+        if content.get("pipeline"):
+            rep.problem(label, "has pipeline steps but names no run")
+        return
+    try:
+        doc = orjson.loads(store.backend.read_bytes(digest))
+        out = np.frombuffer(store.backend.read_bytes(doc["output"]), dtype=RECORD_DTYPE) if doc.get("rows") else np.empty(0, RECORD_DTYPE)
+    except (RowtrailError, orjson.JSONDecodeError, KeyError, ValueError) as exc:
+        rep.problem(label, f"its pipeline run cannot be read: {exc}")
+        return
+    if doc.get("pipeline") != content.get("pipeline"):
+        rep.problem(label, "its run lists other steps than its pipeline")
+    if sorted(man.get("lineage") or {}) != sorted(doc.get("steps") or {}) or any(
+        (man["lineage"][sid] or {}).get(k) != doc["steps"][sid].get(k) for sid in (man.get("lineage") or {}) for k in ("drops", "edges", "weights", "columns")
+    ):
+        rep.problem(label, "its lineage differs from its run's step tables")
+    if len(out) != len(recs) or not np.array_equal(out["id"], recs["id"]) or not np.array_equal(out["w"], recs["w"]):
+        rep.problem(label, "its rows are not its pipeline run's output")
 
 
 def _load_chunks(store: Store, rep: VerifyReport, label: str, chunks: list[list[Any]], records: bool) -> np.ndarray | None:
@@ -291,7 +317,7 @@ def _load_chunks(store: Store, rep: VerifyReport, label: str, chunks: list[list[
     return arr
 
 
-def _check_rows(store: Store, rep: VerifyReport, label: str, recs: np.ndarray, sample: int | None) -> None:
+def _check_rows(store: Store, rep: VerifyReport, label: str, recs: np.ndarray, sample: int | None, pipeline: list[str] | None = None) -> None:
     """Recompute row ids and content hashes from the provenance and content tables."""
     if sample is not None and sample < len(recs):
         pick = np.array(sorted(random.Random(0).sample(range(len(recs)), sample)), dtype=np.int64)
@@ -329,6 +355,8 @@ def _check_rows(store: Store, rep: VerifyReport, label: str, recs: np.ndarray, s
             parents = ids_column_to_numpy(prov.column("parent_row_id"))
             steps_ = prov.column("step_id").to_pylist()
             got_rid = [sha(jcs(["derived", st, [parents[i : i + 1].tobytes().hex()], c.hex()])).digest() for i, (st, c) in enumerate(zip(steps_, chs))]
+            if pipeline is not None and not set(steps_) <= set(pipeline):
+                rep.problem(f"segment {int(seg)}", f"{label} holds rows derived by a step that is not in its pipeline")
         else:
             got_rid = [sha(jcs([s_, k, c.hex()])).digest() for s_, k, c in zip(sids, keys, chs)]
         bad = sum(1 for a, b, c, d in zip(got_ch, chs, got_rid, rids) if a != b or c != d)

@@ -76,6 +76,18 @@ def code_fingerprint(obj: Any) -> str:
     return hashlib.sha256(source_text(obj).encode()).hexdigest()
 
 
+def implementation_fingerprint(cls: type) -> str:
+    """SHA-256 of a built-in step's implementation: the source of every class it inherits from
+    below ``Step`` and of the helpers it names (functions, or modules by dotted name), in order —
+    so a change anywhere in what the step runs changes its step id."""
+    import importlib
+
+    parts = [source_text(c) for c in cls.__mro__ if isinstance(c, type) and issubclass(c, Step) and c is not Step]
+    for helper in getattr(cls, "helpers", ()):
+        parts.append(source_text(importlib.import_module(helper) if isinstance(helper, str) else helper))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def canonical_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     try:
         value = to_json_value(params, "params")
@@ -89,6 +101,7 @@ class Step:
     """Base class of every step; see the module docstring for the contract."""
 
     kind: ClassVar[str] = ""  # the built-in's name in pipeline files ("filter", "dedupe_exact" …)
+    helpers: ClassVar[tuple[Any, ...]] = ()  # functions / module names a built-in runs (fingerprinted)
     scope: ClassVar[str] = "row"  # "row" (row-local) or "global"
     version: str = "1"
 
@@ -97,7 +110,7 @@ class Step:
         if version is not None:
             self.version = str(version)
         self.params = canonical_params(name, params)
-        self.code = code or code_fingerprint(type(self))
+        self.code = code or implementation_fingerprint(type(self))
         self.id = step_id(self.name, self.version, self.params, self.code)
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ so changing a built-in's implementation changes its step id; a step built on a u
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -76,6 +77,7 @@ class Filter(Step):
     with the given reason code. A callable returns ``True`` / ``False`` / ``(False, reason)``."""
 
     kind = "filter"
+    helpers = ("rowtrail.steps.sql",)
 
     def __init__(self, where: str | Callable[..., Any], reason: str = "filtered", *, name: str | None = None, version: str | None = None):
         self.fn: Callable[..., Any] | None = None
@@ -119,6 +121,7 @@ class Score(Step):
     ``min``, rows scoring below it (or with no score) are dropped with reason ``below-<column>``."""
 
     kind = "score"
+    helpers = ("rowtrail.steps.sql",)
 
     def __init__(self, column: str, expr: str | Callable[..., Any], *, min: float | None = None, name: str | None = None, version: str | None = None):  # noqa: A002
         self.column = column
@@ -164,6 +167,7 @@ class Reweight(Step):
     values and/or a SQL predicate. Weights live in the version, never as copies; weight 0 drops."""
 
     kind = "reweight"
+    helpers = (_selection, _selector_needs, "rowtrail.steps.sql")
 
     def __init__(
         self,
@@ -216,8 +220,9 @@ class Upsample(Reweight):
 
 # -- sampling --------------------------------------------------------------------------------------
 def hash_unit(ids: np.ndarray, seed: str) -> np.ndarray:
-    """u = first 8 bytes of SHA-256(seed ‖ 0x00 ‖ row_id) as a big-endian integer / 2^64, in [0, 1):
-    the same for a row on any engine and in any batch."""
+    """u = (n >> 11) / 2^53 where n is the first 8 bytes of SHA-256(seed ‖ 0x00 ‖ row_id) read as a
+    big-endian integer: exact in binary64 and in [0, 1), the same for a row on any engine and in
+    any batch."""
     base = hashlib.sha256(seed.encode() + b"\x00")
     out = np.empty(len(ids), dtype=">u8")
     raw = np.ascontiguousarray(ids, dtype=ID_DTYPE).tobytes()
@@ -227,13 +232,14 @@ def hash_unit(ids: np.ndarray, seed: str) -> np.ndarray:
         h.update(raw[32 * i : 32 * i + 32])
         digests += h.digest()[:8]
     out[:] = np.frombuffer(bytes(digests), dtype=">u8")
-    return out.astype(np.float64) / 2.0**64
+    return (out.astype(np.uint64) >> np.uint64(11)).astype(np.float64) / 2.0**53
 
 
 class Sample(Step):
     """Keep each chosen row when H(seed ‖ row_id) < fraction (see ``hash_unit``); others pass."""
 
     kind = "sample"
+    helpers = (hash_unit, _seed, _selection, _selector_needs, "rowtrail.steps.sql")
 
     def __init__(self, fraction: float, *, seed: str = "0", source: str | Sequence[str] | None = None, where: str | None = None, name: str | None = None, version: str | None = None):
         if not 0 <= fraction <= 1:
@@ -263,13 +269,14 @@ class Mix(Step):
 
     kind = "mix"
     scope = "global"
+    helpers = (hash_unit, _seed)
 
     def __init__(self, targets: dict[str, float], *, by: str = "source_id", seed: str = "0", total: int | None = None, others: str = "drop", name: str | None = None, version: str | None = None):
         if not targets or any(not (v >= 0) for v in targets.values()) or sum(targets.values()) <= 0:
             raise StepError("mix: targets are {group: share ≥ 0} with a positive sum")
         if others not in ("drop", "keep"):
             raise StepError("mix: others is 'drop' or 'keep'")
-        s = float(sum(targets.values()))
+        s = math.fsum(sorted(float(v) for v in targets.values()))  # exact: independent of the order given
         self.targets = {str(k): float(v) / s for k, v in sorted(targets.items())}
         self.by, self.seed, self.total, self.others = by, _seed(seed, "mix"), total, others
         super().__init__(name or "mix", {"targets": dict(targets), "by": by, "seed": self.seed, "total": total, "others": others}, version=version)
@@ -336,6 +343,7 @@ def survivors(ids: np.ndarray, groups: np.ndarray, rank: np.ndarray) -> tuple[np
 
 class _Dedupe(Step):
     scope = "global"
+    helpers: tuple[Any, ...] = (keep_order, survivors)
 
     def _keep_params(self, keep: str, priority: Sequence[str] | None) -> None:
         if keep not in KEEP_POLICIES:
@@ -394,6 +402,7 @@ class DedupeNear(_Dedupe):
     Jaccard ≥ ``threshold``) with the same merge semantics as ``dedupe_exact``."""
 
     kind = "dedupe_near"
+    helpers = (keep_order, survivors, "rowtrail.steps.minhash")
 
     def __init__(self, on: str | Sequence[str], *, threshold: float = 0.8, shingle: int = 5, num_perm: int = 128, seed: int = 1, keep: str = "source-priority", priority: Sequence[str] | None = None, name: str | None = None, version: str | None = None):
         if not 0 < threshold <= 1:
