@@ -138,8 +138,8 @@ def dropped(store: Store, version: str = "HEAD", *, step: str | None = None, sou
     if step is not None:
         wanted = [sid for sid in doc["pipeline"] if sid.startswith(step) or defs[sid]["definition"]["name"] == step]
         if not wanted:
-            names = ", ".join(s["definition"]["name"] for s in defs.values())
-            raise RefError(f"version {label} has no step '{step}'; its steps: {names}")
+            listed_names = ", ".join(s["definition"]["name"] for s in defs.values())
+            raise RefError(f"version {label} has no step '{step}'; its steps: {listed_names}")
     else:
         wanted = list(doc["pipeline"])
     if source is not None:

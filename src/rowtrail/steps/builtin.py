@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import orjson
@@ -83,7 +83,7 @@ class Filter(Step):
         self.fn: Callable[..., Any] | None = None
         if callable(where):
             self.fn = where
-            super().__init__(name or getattr(where, "__name__", "filter"), {"reason": reason}, version=version or "1", code=code_fingerprint(where))
+            super().__init__(str(name or getattr(where, "__name__", "filter")), {"reason": reason}, version=version or "1", code=code_fingerprint(where))
             self.function = function_ref(where)
         else:
             sql.check_expression(where)
@@ -343,7 +343,7 @@ def survivors(ids: np.ndarray, groups: np.ndarray, rank: np.ndarray) -> tuple[np
 
 class _Dedupe(Step):
     scope = "global"
-    helpers: tuple[Any, ...] = (keep_order, survivors)
+    helpers: ClassVar[tuple[Any, ...]] = (keep_order, survivors)
 
     def _keep_params(self, keep: str, priority: Sequence[str] | None) -> None:
         if keep not in KEEP_POLICIES:
@@ -456,7 +456,7 @@ class Rewrite(Step):
             raise StepError("rewrite: give a function")
         self.fn, self.field, self.kwargs = fn, field, dict(params or {})
         all_params = {**({"field": field} if field is not None else {}), **self.kwargs}
-        super().__init__(name or getattr(fn, "__name__", "rewrite"), all_params, version=version, code=code_fingerprint(fn))
+        super().__init__(str(name or getattr(fn, "__name__", "rewrite")), all_params, version=version, code=code_fingerprint(fn))
         self.function = function_ref(fn)
 
     def definition(self) -> dict[str, Any]:

@@ -104,7 +104,7 @@ def _import_function(ref: str, base: Path, where: str) -> Any:
             raise RowtrailError(f"{where}: cannot import {target!r} ({exc}); is it installed or next to the pipeline file?") from None
         finally:
             sys.path.remove(str(base))
-    obj = module
+    obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
