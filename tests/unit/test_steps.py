@@ -417,3 +417,17 @@ def test_verify_finds_a_version_whose_rows_are_not_its_runs_output(store):
     rep = verify_mod.VerifyReport()
     verify_mod._check_run(store, rep, "v", man, v.content, store.version_rows(v.id)[1:])
     assert any("not its pipeline run's output" in p["problem"] for p in rep.problems)
+
+
+def test_sql_pushed_down_to_the_content_gives_the_same_version_and_reads_no_other_files(store, tmp_path, monkeypatch):
+    pipe = [steps.filter("length(response) > 25 AND response LIKE '%number%'", reason="short"), steps.score("len", "length(prompt) * 1.5")]
+    store.apply(pipe)
+    pushed = store.commit("pushed", sign=False)
+    monkeypatch.setattr(engine.LocalEngine, "_pushed", lambda self, seg, expr, refs: None)
+    store.apply(pipe)
+    plain = store.commit("plain", sign=False, allow_empty=True)
+    assert pushed.content_id == plain.content_id
+    monkeypatch.undo()
+    (tmp_path / "secret.csv").write_text("a\n1\n")
+    with pytest.raises(StepError, match="failed"):
+        store.apply([steps.filter(f"length(response) > (SELECT count(*) FROM read_csv('{tmp_path / 'secret.csv'}'))")])

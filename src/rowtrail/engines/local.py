@@ -16,6 +16,7 @@ and the drift of the monitored columns).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -114,6 +115,9 @@ class LocalEngine:
         self._prov_cache: dict[int, pa.Table] = {}
         self._text_cache: tuple[int, pa.Array | None] = (-1, None)
         self._field_cache: dict[int, pa.Table] = {}
+        self._kind_cache: dict[int, dict[str, list[str]]] = {}
+        self._push_cache: dict[tuple[int, str], pa.Array] = {}
+        self._sql_con: Any = None  # user expressions: may read the store's objects, nothing else
         import duckdb
 
         # the engine's own queries over its own objects (user SQL runs elsewhere, without file access)
@@ -148,21 +152,35 @@ class LocalEngine:
             self._text_cache = (seg, col.combine_chunks())
         return self._text_cache[1]
 
+    def _relation(self, seg: int) -> str:
+        if seg >= PENDING:
+            self._con.register("_rt_texts", pa.table({"content": self._content_texts(seg)}))
+            return "_rt_texts"
+        path = os.path.abspath(self.store.backend.object_path(self.store.state.segments[seg].content)).replace("'", "''")
+        return f"read_parquet('{path}')"
+
+    def _kinds(self, seg: int, names: list[str]) -> dict[str, list[str]]:
+        """The JSON kinds each named content field holds in a segment (cached under cache/ for
+        stored segments: content objects never change)."""
+        digest = None if seg >= PENDING else self.store.state.segments[seg].content
+        known = self._kind_cache.get(seg)
+        if known is None:
+            known = orjson.loads(self.store.backend.cache_get(f"field-kinds/{digest}.json") or b"{}") if digest else {}
+            self._kind_cache[seg] = known
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            known.update(field_kinds(self._relation(seg), unknown, self._con))
+            if digest:
+                self.store.backend.cache_put(f"field-kinds/{digest}.json", orjson.dumps(known, option=orjson.OPT_SORT_KEYS))
+        return {n: known[n] for n in names}
+
     def _content_fields(self, seg: int, names: list[str]) -> pa.Table:
         """Named content fields of a whole segment as typed columns (cached per segment)."""
         have = self._field_cache.get(seg)
         missing = [n for n in names if have is None or n not in have.column_names]
         if missing:
-            if seg >= PENDING:
-                extra, _ = extract_fields(self._texts_relation(self._content_texts(seg)), missing, self._con)
-            else:
-                digest = self.store.state.segments[seg].content
-                path = str(self.store.backend.object_path(digest)).replace("'", "''")
-                cached = orjson.loads(self.store.backend.cache_get(f"field-kinds/{digest}.json") or b"{}")
-                extra, kinds = extract_fields(f"read_parquet('{path}')", missing, self._con, cached)
-                if kinds != cached:
-                    self.store.backend.cache_put(f"field-kinds/{digest}.json", orjson.dumps(kinds, option=orjson.OPT_SORT_KEYS))
-            if extra is None:  # fields whose JSON types disagree: parse every row (slow, exact)
+            extra = extract_fields(self._relation(seg), self._kinds(seg, missing), self._con)
+            if extra is None:  # fields whose JSON kinds disagree: parse every row (slow, exact)
                 parsed = content_table(self._content_texts(seg))
                 extra = pa.table({n: parsed.column(n) if n in parsed.column_names else pa.nulls(parsed.num_rows) for n in missing})
             have = extra if have is None else pa.Table.from_arrays([*have.columns, *extra.columns], names=[*have.column_names, *extra.column_names])
@@ -170,12 +188,34 @@ class LocalEngine:
             self._field_cache[seg] = have
         return have
 
-    def _texts_relation(self, texts: pa.Array) -> str:
-        self._con.register("_rt_texts", pa.table({"content": texts}))
-        return "_rt_texts"
+    def _pushed(self, seg: int, expr: str, refs: frozenset[str]) -> pa.Array | None:
+        """An expression over content fields only, evaluated for a whole segment from its content
+        texts (no typed columns materialized); None when a field's kinds have no single SQL type."""
+        key = (seg, expr)
+        if key not in self._push_cache:
+            types = {}
+            for name, kinds in self._kinds(seg, sorted(refs)).items():
+                sql_type = sql_type_of(kinds)
+                if sql_type is None:
+                    return None
+                types[name] = sql_type
+            from ..steps.sql import confined_connection, evaluate_over_content
 
-    def batch(self, frame: Frame, seg: int, pos: np.ndarray, needs: frozenset[str], found: set[str] | None = None) -> pa.RecordBatch:
-        """The batch a step sees for these frame positions: row_id, weight and what it needs."""
+            if self._sql_con is None:
+                self._sql_con = confined_connection(os.path.abspath(self.store.backend.root / "objects"))
+            if seg >= PENDING:
+                self._sql_con.register("_rt_texts", pa.table({"content": self._content_texts(seg)}))
+                relation = "_rt_texts"
+            else:
+                relation = self._relation(seg)
+            self._push_cache = {k: v for k, v in self._push_cache.items() if k[0] == seg}
+            self._push_cache[key] = evaluate_over_content(self._sql_con, relation, expr, types)
+        return self._push_cache[key]
+
+    def batch(self, frame: Frame, seg: int, pos: np.ndarray, needs: frozenset[str], found: set[str] | None = None, expressions: tuple[str, ...] = ()) -> pa.RecordBatch:
+        """The batch a step sees for these frame positions: row_id, weight and what it needs. SQL
+        ``expressions`` the step evaluates over content fields only are evaluated here, from the
+        content texts, and handed over as columns (``steps.sql.pushed_name``) instead of the fields."""
         rows = frame.rec["row"][pos].astype(np.int64)
         contiguous = len(rows) > 0 and int(rows[-1]) - int(rows[0]) == len(rows) - 1 and bool(np.all(np.diff(rows) == 1))
 
@@ -200,6 +240,23 @@ class LocalEngine:
                 prov_names[name] = name
             else:
                 content_names.append(name)
+        pushed: dict[str, pa.Array] = {}
+        for expr in expressions:
+            refs = referenced_columns(expr)
+            if refs and refs <= set(content_names):
+                arr = self._pushed(seg, expr, refs)
+                if arr is not None:
+                    pushed[expr] = arr
+                    if found is not None:
+                        kinds = self._kinds(seg, sorted(refs))
+                        found.update(n for n, k in kinds.items() if k != ["NULL"])
+        if pushed:
+            from ..steps.sql import pushed_name
+
+            only_pushed = set().union(*(referenced_columns(e) for e in pushed)) - set().union(*(referenced_columns(e) for e in expressions if e not in pushed))
+            content_names = [n for n in content_names if n not in only_pushed]
+            for expr, arr in pushed.items():
+                cols[pushed_name(expr)] = pick(arr)
         if found is not None:
             found.update(cols)
             found.update(prov_names)
@@ -272,8 +329,9 @@ class LocalEngine:
         drops, edges, weights = [], [], []
         new_frames: list[tuple[np.ndarray, np.ndarray, int]] = []  # (records, src, pending index)
         done = 0
+        expressions = tuple(getattr(step, "expressions", ()))
         for seg, pos in frame.groups():
-            batch = self.batch(frame, seg, pos, needs, found)
+            batch = self.batch(frame, seg, pos, needs, found, expressions)
             done += len(pos)
             self._tick(stage, done, total)
             changes = Changes(step, batch)
@@ -412,35 +470,50 @@ def _monitor_type(parts: list[pa.Array]) -> pa.DataType:
 _JSON_KINDS = {"VARCHAR": "string", "NULL": "null", "BOOLEAN": "bool", "UBIGINT": "int", "BIGINT": "int", "DOUBLE": "float"}
 
 
-def extract_fields(relation: str, names: list[str], con: Any, kinds: dict[str, list[str]] | None = None) -> tuple[pa.Table | None, dict[str, list[str]]]:
-    """Content fields as typed columns, parsed by DuckDB from the canonical JSON ``content`` column
-    of ``relation`` (row order kept), and the JSON kinds each field holds. A field is a string,
-    integer, float or boolean column when all its values agree (ints and floats together: float);
-    the table is None when some field holds objects, arrays or values of disagreeing kinds — the
-    caller then parses rows one by one. ``kinds`` already known (from the cache) skip their query."""
-    paths = {n: "'$.\"" + n.replace('"', '\\"').replace("'", "''") + "\"'" for n in names}
-    kinds = dict(kinds or {})
-    unknown = [n for n in names if n not in kinds]
-    if unknown:
-        cols = ", ".join(f"list_distinct(list(coalesce(json_type(content, {paths[n]}), 'NULL'))) AS k{i}" for i, n in enumerate(unknown))
-        row = con.sql(f"SELECT {cols} FROM {relation}").fetchall()[0]
-        kinds.update({n: sorted(row[i] or []) for i, n in enumerate(unknown)})
-    table = con.sql("SELECT " + ", ".join(f"content ->> {paths[n]} AS v{i}" for i, n in enumerate(names)) + f" FROM {relation}").to_arrow_table()
+def field_kinds(relation: str, names: list[str], con: Any) -> dict[str, list[str]]:
+    """The distinct JSON kinds (DuckDB ``json_type``; ``NULL`` when absent) of each named field of
+    the canonical JSON ``content`` column of ``relation``."""
+    paths = [_json_path(n) for n in names]
+    cols = ", ".join(f"list_distinct(list(coalesce(json_type(content, {p}), 'NULL'))) AS k{i}" for i, p in enumerate(paths))
+    row = con.sql(f"SELECT {cols} FROM {relation}").fetchall()[0]
+    return {n: sorted(row[i] or []) for i, n in enumerate(names)}
+
+
+def sql_type_of(kinds: list[str]) -> str | None:
+    """The one SQL type a field's values share: strings, integers, numbers (ints and floats
+    together) or booleans; None for objects, arrays or disagreeing kinds."""
+    found = {_JSON_KINDS.get(k, "other") for k in kinds} - {"null"}
+    if not found or found == {"string"}:
+        return "VARCHAR"
+    if found == {"int"}:
+        return "BIGINT"
+    if found <= {"int", "float"}:
+        return "DOUBLE"
+    if found == {"bool"}:
+        return "BOOLEAN"
+    return None
+
+
+_ARROW = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64()}
+
+
+def _json_path(name: str) -> str:
+    return "'$.\"" + name.replace('"', '\\"').replace("'", "''") + "\"'"
+
+
+def extract_fields(relation: str, kinds: dict[str, list[str]], con: Any) -> pa.Table | None:
+    """Content fields as typed columns (their ``sql_type_of``), parsed by DuckDB from the canonical
+    JSON ``content`` column of ``relation`` (row order kept); None when a field has no single type."""
+    names = list(kinds)
+    types = {n: sql_type_of(kinds[n]) for n in names}
+    if any(t is None for t in types.values()):
+        return None
+    table = con.sql("SELECT " + ", ".join(f"content ->> {_json_path(n)} AS v{i}" for i, n in enumerate(names)) + f" FROM {relation}").to_arrow_table()
     out = {}
     for i, name in enumerate(names):
-        found = {_JSON_KINDS.get(k, "other") for k in kinds[name]} - {"null"}
         values = table.column(f"v{i}").combine_chunks()
-        if not found or found == {"string"}:
-            out[name] = values.cast(pa.string())
-        elif found == {"int"}:
-            out[name] = values.cast(pa.int64())
-        elif found <= {"int", "float"}:
-            out[name] = values.cast(pa.float64())
-        elif found == {"bool"}:
-            out[name] = pc.equal(values, "true")
-        else:
-            return None, kinds
-    return pa.table(out), kinds
+        out[name] = pc.equal(values, "true") if types[name] == "BOOLEAN" else values.cast(_ARROW[str(types[name])])
+    return pa.table(out)
 
 
 # -- reports ---------------------------------------------------------------------------------------

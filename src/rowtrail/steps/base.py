@@ -134,6 +134,13 @@ class Step:
         """Columns this step reads (besides ``row_id`` and ``weight``, always present)."""
         return frozenset()
 
+    @property
+    def expressions(self) -> tuple[str, ...]:
+        """SQL expressions this step evaluates with ``steps.sql.evaluate``. An engine may evaluate
+        them itself, over the same values, and hand them over as columns; a step that lists an
+        expression reads the columns it names only through it."""
+        return ()
+
     # row-local steps implement apply(batch, out); global steps implement features/plan/apply
     def features(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         return batch

@@ -101,6 +101,10 @@ class Filter(Step):
     def needs(self) -> frozenset[str]:
         return frozenset([CONTENT_TEXT]) if self.fn is not None else sql.referenced_columns(self.where)
 
+    @property
+    def expressions(self) -> tuple[str, ...]:
+        return () if self.fn is not None else (self.where,)
+
     def apply(self, batch: pa.RecordBatch, out: Changes, plan: Any = None) -> None:
         if self.fn is None:
             keep = sql.predicate(batch, self.where)
@@ -146,6 +150,10 @@ class Score(Step):
     @property
     def needs(self) -> frozenset[str]:
         return frozenset([CONTENT_TEXT]) if self.fn is not None else sql.referenced_columns(self.expr)
+
+    @property
+    def expressions(self) -> tuple[str, ...]:
+        return () if self.fn is not None else (self.expr,)
 
     def apply(self, batch: pa.RecordBatch, out: Changes, plan: Any = None) -> None:
         if self.fn is None:

@@ -62,11 +62,24 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def pushed_name(expr: str) -> str:
+    """The column under which an engine may hand a step an expression it already evaluated."""
+    import hashlib
+
+    return "_rt_expr_" + hashlib.sha256(expr.encode()).hexdigest()[:16]
+
+
 def evaluate(batch: pa.RecordBatch | pa.Table, expr: str) -> pa.Array:
-    """The expression's value for every row of the batch, in batch order."""
+    """The expression's value for every row of the batch, in batch order (taken as is when the
+    engine evaluated it already, over the same values, as column ``pushed_name(expr)``)."""
+    pushed = pushed_name(expr)
+    if pushed in batch.schema.names:
+        col = batch.column(pushed)
+        return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     check_expression(expr)
     con = connection()
     table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    table = table.drop_columns([c for c in table.column_names if c.startswith("_rt_expr_")])
     table = table.append_column(INDEX, pa.array(range(table.num_rows), pa.int64()))
     con.register("batch", table)
     try:
@@ -75,6 +88,38 @@ def evaluate(batch: pa.RecordBatch | pa.Table, expr: str) -> pa.Array:
         raise StepError(f"SQL expression {expr!r} failed: {str(exc).splitlines()[0]}; columns here: {', '.join(c for c in table.column_names if c != INDEX)}") from None
     finally:
         con.unregister("batch")
+    return result.column("v").combine_chunks()
+
+
+def confined_connection(directory: str) -> Any:
+    """A DuckDB connection that may read files under ``directory`` only (a store's immutable
+    objects) and nothing else — for user expressions an engine evaluates next to the stored rows."""
+    con = duckdb.connect(config={"threads": 2})
+    con.execute(f"SET allowed_directories = [{_quote(directory.rstrip('/') + '/')}]")
+    con.execute("SET enable_external_access = false")
+    return con
+
+
+def evaluate_over_content(con: Any, relation: str, expr: str, fields: dict[str, str]) -> pa.Array:
+    """The expression over the canonical JSON ``content`` column of ``relation`` (row order kept),
+    each referenced field extracted and cast to the given DuckDB type — the same values a batch's
+    typed columns hold — without materializing the fields."""
+    check_expression(expr)
+
+    def path(n: str) -> str:
+        return _quote('$."' + n.replace('"', '\\"') + '"')
+
+    def ident(n: str) -> str:
+        return '"' + n.replace('"', '""') + '"'
+
+    cols = ", ".join(
+        f"(content ->> {path(n)}) = 'true' AS {ident(n)}" if t == "BOOLEAN" else f"CAST(content ->> {path(n)} AS {t}) AS {ident(n)}"
+        for n, t in fields.items()
+    )
+    try:
+        result = con.sql(f"SELECT ({expr}) AS v FROM (SELECT {cols} FROM {relation})").to_arrow_table()
+    except duckdb.Error as exc:
+        raise StepError(f"SQL expression {expr!r} failed: {str(exc).splitlines()[0]}") from None
     return result.column("v").combine_chunks()
 
 
