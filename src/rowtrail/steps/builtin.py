@@ -160,7 +160,7 @@ class Score(Step):
             values = sql.evaluate(batch, self.expr)
         else:
             values = pa.array([self.fn(row) for row in _content_dicts(batch)])
-        if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_boolean(values.type) or pa.types.is_null(values.type)):
+        if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_decimal(values.type) or pa.types.is_boolean(values.type) or pa.types.is_null(values.type)):
             raise StepError(f"score '{self.column}' gives {values.type}; a score is a number or a boolean gate")
         values = values.cast(pa.float64())
         out.set_column(self.column, values)
