@@ -431,3 +431,16 @@ def test_sql_pushed_down_to_the_content_gives_the_same_version_and_reads_no_othe
     (tmp_path / "secret.csv").write_text("a\n1\n")
     with pytest.raises(StepError, match="failed"):
         store.apply([steps.filter(f"length(response) > (SELECT count(*) FROM read_csv('{tmp_path / 'secret.csv'}'))")])
+
+
+def test_check_output_catches_a_hand_built_output_that_loses_rows():
+    from rowtrail.steps.base import DROP_SCHEMA, EDGE_SCHEMA, StepOutput, check_output
+
+    ids = hashing.ids_from_hex([hashing.row_id("s", str(i), "00" * 32) for i in range(3)])
+    empty_rows = pa.table({"row_id": pa.array([], pa.binary(32))})
+    out = StepOutput(kept=np.array([0, 1]), weights=np.ones(2), drops=DROP_SCHEMA.empty_table(), edges=EDGE_SCHEMA.empty_table(), new_rows=empty_rows)
+    with pytest.raises(StepError, match="lost 1 row"):
+        check_output(steps.sample(0.5), ids, out)
+    out.kept = np.array([0, 1, 2])
+    out.weights = np.ones(3)
+    check_output(steps.sample(0.5), ids, out)

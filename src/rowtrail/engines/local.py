@@ -337,7 +337,10 @@ class LocalEngine:
             changes = Changes(step, batch)
             step.apply(batch, changes, plan)
             result = changes.finish()
-            check_output(step, frame.rec["id"][pos], result)
+            if not result.accounted:
+                check_output(step, frame.rec["id"][pos], result)
+            elif len(result.weights) and (not np.all(np.isfinite(result.weights)) or np.any(result.weights <= 0)):
+                raise StepError(f"step '{step.name}' returned weights that are not finite and > 0 for its passed rows")
             kept_pos.append(pos[result.kept])
             kept_w.append(result.weights)
             for name, arr in result.columns.items():

@@ -170,6 +170,7 @@ class StepOutput:
     edges: pa.Table  # EDGE_SCHEMA
     new_rows: pa.Table  # row_id, content (JCS text), content_sha256, parent (index into the batch), weight
     columns: dict[str, pa.Array] = field(default_factory=dict)  # aligned with ``kept``
+    accounted: bool = False  # built by Changes.finish, which checked the accounting on positions
 
 
 class Changes:
@@ -249,6 +250,19 @@ class Changes:
         zero = np.flatnonzero((self.state == 0) & (self.weight == 0))
         if len(zero):
             self.drop(zero, "zero-weight", f"weight set to 0 by step '{self.step.name}'")
+        # every parent accounted for, checked on positions (cheap): a row marked replaced must
+        # have children, a dropped row exactly one drop (drop() refuses a second), merges are drops
+        replaced = np.flatnonzero(self.state == 2)
+        with_children = np.zeros(self.n, dtype=bool)
+        with_children[[c[0] for c in self._children]] = True
+        lost = replaced[~with_children[replaced]]
+        if len(lost):
+            raise StepError(f"step '{self.step.name}' lost {len(lost)} row(s) without a drop or an edge (first: {id_bytes(self.ids, int(lost[0])).hex()}); every parent must be passed, dropped with a reason, or replaced through an edge")
+        dropped = np.zeros(self.n, dtype=np.int64)
+        for idx, _code, _reason in self._drops:
+            np.add.at(dropped, idx, 1)
+        if np.any(dropped != (self.state == 1)):
+            raise StepError(f"step '{self.step.name}' marked rows dropped without exactly one drop record each")
         kept = np.flatnonzero(self.state == 0)
         drops = _drop_table(self.ids, self._drops)
         parents, children, kinds = [], [], []
@@ -279,7 +293,7 @@ class Changes:
             }
         )
         cols = {k: v.take(pa.array(kept)) for k, v in self.columns.items()}
-        return StepOutput(kept=kept, weights=self.weight[kept], drops=drops, edges=edges, new_rows=new_rows, columns=cols)
+        return StepOutput(kept=kept, weights=self.weight[kept], drops=drops, edges=edges, new_rows=new_rows, columns=cols, accounted=True)
 
 
 def _fixed(ids: np.ndarray) -> pa.Array:
