@@ -8,20 +8,25 @@ import threading
 from functools import lru_cache
 from typing import Any
 
-import duckdb
 import orjson
 import pyarrow as pa
 
 from ..errors import StepError
 
 INDEX = "_rt_index"
+
+
+def _duckdb() -> Any:
+    import duckdb  # imported on first use: `import rowtrail` stays light
+
+    return duckdb
 _local = threading.local()
 
 
 def connection() -> Any:
     con = getattr(_local, "con", None)
     if con is None:
-        con = duckdb.connect(config={"enable_external_access": False, "threads": 1})
+        con = _duckdb().connect(config={"enable_external_access": False, "threads": 1})
         _local.con = con
     return con
 
@@ -51,8 +56,8 @@ def check_expression(expr: str) -> None:
     if not isinstance(expr, str) or not expr.strip():
         raise StepError("a SQL expression must be a non-empty string")
     try:
-        statements = duckdb.extract_statements(f"SELECT ({expr}) FROM batch")
-    except duckdb.Error as exc:
+        statements = _duckdb().extract_statements(f"SELECT ({expr}) FROM batch")
+    except _duckdb().Error as exc:
         raise StepError(f"SQL expression {expr!r} does not parse: {exc}") from None
     if len(statements) != 1:
         raise StepError(f"SQL expression {expr!r} must be one expression, not several statements")
@@ -84,7 +89,7 @@ def evaluate(batch: pa.RecordBatch | pa.Table, expr: str) -> pa.Array:
     con.register("batch", table)
     try:
         result = con.sql(f"SELECT ({expr}) AS v FROM batch ORDER BY {INDEX}").to_arrow_table()
-    except duckdb.Error as exc:
+    except _duckdb().Error as exc:
         raise StepError(f"SQL expression {expr!r} failed: {str(exc).splitlines()[0]}; columns here: {', '.join(c for c in table.column_names if c != INDEX)}") from None
     finally:
         con.unregister("batch")
@@ -94,7 +99,7 @@ def evaluate(batch: pa.RecordBatch | pa.Table, expr: str) -> pa.Array:
 def confined_connection(directory: str) -> Any:
     """A DuckDB connection that may read files under ``directory`` only (a store's immutable
     objects) and nothing else — for user expressions an engine evaluates next to the stored rows."""
-    con = duckdb.connect(config={"threads": 2})
+    con = _duckdb().connect(config={"threads": 2})
     con.execute(f"SET allowed_directories = [{_quote(directory.rstrip('/') + '/')}]")
     con.execute("SET enable_external_access = false")
     return con
@@ -118,7 +123,7 @@ def evaluate_over_content(con: Any, relation: str, expr: str, fields: dict[str, 
     )
     try:
         result = con.sql(f"SELECT ({expr}) AS v FROM (SELECT {cols} FROM {relation})").to_arrow_table()
-    except duckdb.Error as exc:
+    except _duckdb().Error as exc:
         raise StepError(f"SQL expression {expr!r} failed: {str(exc).splitlines()[0]}") from None
     return result.column("v").combine_chunks()
 
