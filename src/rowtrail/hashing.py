@@ -99,7 +99,7 @@ def to_json_value(value: Any, field: str = "", binary_fields: frozenset[str] = f
 def format_timestamp(value: _dt.datetime) -> str:
     """RFC 3339 in UTC with ``Z``; naive datetimes are taken as UTC; fraction only when non-zero."""
     if value.tzinfo is not None:
-        value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(_dt.UTC).replace(tzinfo=None)
     text = f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
     nanos = value.microsecond * 1000 + int(getattr(value, "nanosecond", 0) or 0)  # pandas.Timestamp keeps ns
     if nanos:

@@ -345,7 +345,7 @@ def test_datetimes_map_to_rfc3339_utc_with_z():
     assert to_json_value(dt.datetime(2024, 1, 1, 2, 0, 0, tzinfo=plus), "t") == "2023-12-31T20:30:00Z"
     minus = dt.timezone(dt.timedelta(hours=-8))
     assert to_json_value(dt.datetime(2024, 2, 28, 20, 0, 0, tzinfo=minus), "t") == "2024-02-29T04:00:00Z"
-    assert to_json_value(dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.timezone.utc), "t") == "2024-06-01T12:00:00Z"
+    assert to_json_value(dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC), "t") == "2024-06-01T12:00:00Z"
     # a naive and an aware datetime naming the same instant hash identically
     a = to_json_value(dt.datetime(2024, 6, 1, 12, 0), "t")
     b = to_json_value(dt.datetime(2024, 6, 1, 14, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))), "t")
@@ -389,7 +389,7 @@ def test_timestamp_roundtrip(value):
     assert RFC3339_Z.match(text), text
     back = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     # (compare in UTC: PEP 495 makes a local time in a DST gap unequal to every other-zone time)
-    expected = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    expected = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
     assert back == expected
 
 

@@ -241,7 +241,7 @@ def _nano_column(col: Any) -> list[Any]:
 
     out: list[Any] = []
     ints = col.cast(pa.int64()).to_pylist()
-    tz = datetime.timezone.utc if pa.types.is_timestamp(col.type) and col.type.tz else None
+    tz = datetime.UTC if pa.types.is_timestamp(col.type) and col.type.tz else None
     for v in ints:
         if v is None:
             out.append(None)

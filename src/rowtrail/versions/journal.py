@@ -25,7 +25,7 @@ from ..records import Segment, SourceRecord, VersionInfo
 
 
 def now_rfc3339() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def encode_entry(entry: dict[str, Any]) -> tuple[bytes, str]:
