@@ -25,4 +25,7 @@ def test_demo_script_runs_end_to_end(tmp_path):
     out = p.stdout
     assert "+110 rows" in out and "sources added: crawl-2024-09" in out  # the diff
     assert "inclusion proof verifies" in out and "exclusion proof verifies" in out
+    assert "first bad change: #3 add step 'dedupe-exact'" in out  # bisect names the step that empties the crawl
+    assert "folded it into the kept duplicate" in out  # why, along the lineage (rewrite, then dedupe)
+    assert "exported 251 rows of v39" in out
     assert "OK:" in out  # verify

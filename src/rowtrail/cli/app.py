@@ -283,6 +283,20 @@ def diff(
                 render.out.print(f"  {r}")
 
 
+def _event_detail(e: dict[str, Any]) -> str:
+    if e["event"] == "dropped":
+        return f"{e['reason_code']}: {e['reason']}"
+    if e["event"] in ("modified", "split", "merged"):
+        return f"→ {e['child']}"
+    if e["event"] in ("created", "absorbed"):
+        return f"← {e['parent']}"
+    if e["event"] == "reweighted":
+        return f"weight {e['before']:g} → {e['after']:g}"
+    if e["event"] == "scored":
+        return ", ".join(f"{k}={v}" for k, v in e["values"].items())
+    return ""
+
+
 def _trace_text(t: dict[str, Any]) -> None:
     src, prov = t["source"], t["provenance"]
     render.kv(
@@ -302,6 +316,16 @@ def _trace_text(t: dict[str, Any]) -> None:
         render.table("in versions", ["version", "tag", "corpus", "created", "weight"], [(v["version_id"][:12], v["tag"], v["corpus"], v["created_at"][:19], v["weight"]) for v in t["versions"]])
     else:
         render.out.print("in no committed version")
+    if t.get("derived_from"):
+        render.table("derived from (newest first)", ["parent row", "child row", "by step"], [(d["row_id"], d["child"][:16], (d.get("step_id") or "")[:12]) for d in t["derived_from"]])
+    if t.get("steps"):
+        render.table(
+            "pipeline steps",
+            ["versions", "#", "step", "event", "detail"],
+            [(", ".join(v[:12] for v in e["versions"]) or "staged", e["position"], e["step"], e["event"], _event_detail(e)) for e in t["steps"]],
+        )
+    if t.get("descendants"):
+        render.table("descendants", ["row", "kind", "by step"], [(d["row_id"], d["kind"], d["step"]) for d in t["descendants"]])
     if t["drops"]:
         render.table("drops", ["reason", "detail", "by", "effective in"], [(d["reason_code"], d["reason"], d["by"], (d["effective_in"] or "staged")[:12]) for d in t["drops"]])
     if t["lineage"]:
