@@ -56,6 +56,8 @@ def test_apply_commit_dropped_monitor_trace(cli, tmp_path):
     m = j(cli("monitor", "v2", "--json"))
     assert [s["name"] for s in m["steps"]] == ["filter", "strip-boilerplate", "dedupe-exact", "upsample"]
     assert m["steps"][2]["drift"]["source_id"]["proportions_after"]["crawl-2024-09"] < m["steps"][2]["drift"]["source_id"]["proportions_before"]["crawl-2024-09"]
+    lane = m["steps"][3]["drift"]["lane"]
+    assert lane["rows_before"] == lane["rows_after"] and lane["weights_after"]["lane-9"] == 2 * lane["weights_before"]["lane-9"]
     assert "PSI" in cli("monitor", "v2").stdout
     png = tmp_path / "monitor.png"
     cli("monitor", "v2", "--plot", "-o", str(png))

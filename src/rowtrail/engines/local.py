@@ -567,7 +567,7 @@ def _report(step: Step, before: dict[str, Any], frame: Frame, run: StepRun, moni
     for expr in monitor.get("categorical", []):
         vb = _labels(before["monitors"].get(expr), len(wb))
         va = _labels(frame.monitors.get(expr), len(wa))
-        drift[expr] = {"kind": "categorical", **categorical_drift(vb, va, before_weights=wb, after_weights=wa)}
+        drift[expr] = {"kind": "categorical", **categorical_drift(vb, va, before_weights=wb, after_weights=wa), **_value_counts(vb, va, wb, wa)}
     thresholds = monitor.get("thresholds") or {}
     if thresholds:
         for column, figures in drift.items():
@@ -588,6 +588,17 @@ def _report(step: Step, before: dict[str, Any], frame: Frame, run: StepRun, moni
         "drift": drift,
         "alerts": alerts,
     }
+
+
+def _value_counts(vb: np.ndarray, va: np.ndarray, wb: np.ndarray, wa: np.ndarray) -> dict[str, Any]:
+    """Rows and weight per value of a categorical column, before and after the step."""
+    out: dict[str, Any] = {}
+    for side, values, weights in (("before", vb, wb), ("after", va, wa)):
+        labels = np.array(["(null)" if v is None else str(v) for v in values], dtype=object)
+        keys, inverse = np.unique(labels, return_inverse=True) if len(labels) else (np.array([], dtype=object), np.array([], dtype=np.int64))
+        out[f"rows_{side}"] = {str(k): int(n) for k, n in zip(keys, np.bincount(inverse, minlength=len(keys)))}
+        out[f"weights_{side}"] = {str(k): float(w) for k, w in zip(keys, np.bincount(inverse, weights=weights, minlength=len(keys)))}
+    return out
 
 
 def _numeric(values: pa.Array | None, n: int) -> np.ndarray:
