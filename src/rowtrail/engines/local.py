@@ -113,7 +113,7 @@ class LocalEngine:
         self.pending: list[PendingSegment] = []
         self.progress = progress
         self._prov_cache: dict[int, pa.Table] = {}
-        self._text_cache: tuple[int, pa.Array | None] = (-1, None)
+        self._text_cache: tuple[int, pa.ChunkedArray | None] = (-1, None)
         self._field_cache: dict[int, pa.Table] = {}
         self._kind_cache: dict[int, dict[str, list[str]]] = {}
         self._push_cache: dict[tuple[int, str], pa.Array] = {}
@@ -142,14 +142,15 @@ class LocalEngine:
             self._prov_cache[seg] = have
         return have
 
-    def _content_texts(self, seg: int) -> pa.Array:
-        """A segment's canonical JSON texts, in row order (the last segment read is kept)."""
+    def _content_texts(self, seg: int) -> pa.ChunkedArray:
+        """A segment's canonical JSON texts, in row order, as read (one chunk per row group: callers
+        take or slice the rows they need; the last segment read is kept)."""
         if seg >= PENDING:
-            return self.pending[seg - PENDING].content.column("content").combine_chunks()
+            return self.pending[seg - PENDING].content.column("content")
         if self._text_cache[0] != seg:
             segment = self.store.state.segments[seg]
             col = pq.read_table(self.store.backend.object_path(segment.content), columns=["content"]).column("content")
-            self._text_cache = (seg, col.combine_chunks())
+            self._text_cache = (seg, col)
         return self._text_cache[1]
 
     def _relation(self, seg: int) -> str:
@@ -266,7 +267,7 @@ class LocalEngine:
             for name, col in prov_names.items():
                 cols[name] = taken.column(col).combine_chunks()
         if want_text:
-            cols[CONTENT_TEXT] = pick(self._content_texts(seg))
+            cols[CONTENT_TEXT] = pick(self._content_texts(seg)).combine_chunks()
         if CONTENT_FIELDS in needs:
             parsed = content_table(pick(self._content_texts(seg)))
             for name in parsed.column_names:
@@ -320,7 +321,7 @@ class LocalEngine:
             for seg, pos in frame.groups():
                 feats.append(step.features(self.batch(frame, seg, pos, needs, found)))
                 self._tick(f"{stage} (features)", sum(len(f) for f in feats), total)
-            plan = step.plan(pa.Table.from_batches(feats) if feats else pa.table({"row_id": pa.array([], pa.binary(32))}))
+            plan = step.plan(pa.Table.from_batches(feats)) if feats else None  # no rows: no batches to decide
             needs = getattr(step, "apply_needs", frozenset())
             found.update(needs)
         kept_pos: list[np.ndarray] = []

@@ -225,16 +225,18 @@ class Changes:
 
     def replace(self, row: int, contents: list[str], kind: str = "modified") -> list[str]:
         """Replace a row by derived rows with new content (canonical JSON texts); returns their ids."""
-        from ..hashing import derived_row_id
-
         if kind not in ("modified", "split"):
             raise StepError(f"edge kind {kind!r}: a step replaces a row by 'modified' or 'split' children")
-        self._claim(np.array([row]), 2, "replaces")
+        if self.state[row] != 0:
+            self._claim(np.array([row]), 2, "replaces")  # raises, naming the row
+        self.state[row] = 2
         parent = id_bytes(self.ids, row).hex()  # (a numpy bytes_ element would drop trailing zero bytes)
         out = []
         for text in contents:
             digest = hashlib.sha256(text.encode()).hexdigest()
-            child = derived_row_id(self.step.id, [parent], digest)
+            # DESIGN format 4 with one parent: the ids are lowercase hex, so this text is exactly
+            # JCS(["derived", step_id, [parent], digest]) (hashing.derived_row_id, checked by the tests)
+            child = hashlib.sha256(f'["derived","{self.step.id}",["{parent}"],"{digest}"]'.encode()).hexdigest()
             self._children.append((row, child, kind, text, digest))
             out.append(child)
         return out
