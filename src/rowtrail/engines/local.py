@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from ..errors import StepError
 from ..hashing import ID_DTYPE, id_bytes, jcs, sort_ids
 from ..query.rows import content_table
-from ..segments import ATTR_PREFIX, PROVENANCE_BASE
+from ..segments import ATTR_PREFIX, PROVENANCE_BASE, numpy_to_ids_column
 from ..steps.base import CONTENT_FIELDS, CONTENT_TEXT, DROP_SCHEMA, EDGE_SCHEMA, Changes, Step, StepOutput, check_output, ids_of
 from ..steps.pipeline import Pipeline
 from ..steps.sql import referenced_columns
@@ -44,11 +44,6 @@ PROVENANCE_NAMES = frozenset(PROVENANCE_BASE.names) | {"ingest_seq"}
 # the frame's records: RECORD_DTYPE's fields in native byte order (Arrow reads them without swaps)
 FRAME_DTYPE = np.dtype([("id", ID_DTYPE), ("w", np.float64), ("seg", np.uint32), ("row", np.uint32)])
 WEIGHT_SCHEMA = pa.schema([("row_id", pa.binary(32)), ("before", pa.float64()), ("after", pa.float64())])
-
-
-def _fixed(ids: np.ndarray) -> pa.Array:
-    raw = np.ascontiguousarray(ids, dtype=ID_DTYPE)
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), len(raw), [None, pa.py_buffer(raw.tobytes())])
 
 
 @dataclass
@@ -223,7 +218,7 @@ class LocalEngine:
         def pick(table: pa.Table | pa.Array) -> Any:
             return table.slice(int(rows[0]), len(rows)) if contiguous else table.take(pa.array(rows))
 
-        cols: dict[str, pa.Array] = {"row_id": _fixed(frame.rec["id"][pos]), "weight": pa.array(frame.rec["w"][pos], pa.float64())}
+        cols: dict[str, pa.Array] = {"row_id": numpy_to_ids_column(frame.rec["id"][pos]), "weight": pa.array(frame.rec["w"][pos], pa.float64())}
         schema = self._segment_schema(seg)
         prov_names: dict[str, str] = {}
         content_names: list[str] = []
@@ -351,7 +346,7 @@ class LocalEngine:
             changed = np.flatnonzero(result.weights != frame.rec["w"][pos][result.kept])
             if len(changed):
                 at = pos[result.kept][changed]
-                weights.append(pa.table({"row_id": _fixed(frame.rec["id"][at]), "before": frame.rec["w"][at], "after": result.weights[changed]}, schema=WEIGHT_SCHEMA))
+                weights.append(pa.table({"row_id": numpy_to_ids_column(frame.rec["id"][at]), "before": frame.rec["w"][at], "after": result.weights[changed]}, schema=WEIGHT_SCHEMA))
             if result.new_rows.num_rows:
                 new_frames.append(self._pending(step, frame, seg, pos, result))
         missing = {n for n in step.needs | needs if n not in found and n not in (CONTENT_TEXT, CONTENT_FIELDS, "row_id", "weight")}
@@ -381,7 +376,7 @@ class LocalEngine:
             drops=pa.concat_tables(drops).combine_chunks() if drops else DROP_SCHEMA.empty_table(),
             edges=pa.concat_tables(edges).combine_chunks() if edges else EDGE_SCHEMA.empty_table(),
             weights=pa.concat_tables(weights).combine_chunks() if weights else WEIGHT_SCHEMA.empty_table(),
-            columns=pa.table({"row_id": _fixed(rec["id"][: n_old]), **{k: v for k, v in attached.items() if k in col_parts}}) if col_parts else None,
+            columns=pa.table({"row_id": numpy_to_ids_column(rec["id"][: n_old]), **{k: v for k, v in attached.items() if k in col_parts}}) if col_parts else None,
             report={},
         )
         return out, run
@@ -409,7 +404,7 @@ class LocalEngine:
                 field = name[: -len("_sha256")]
                 digests = [hashlib.sha256(jcs(c[field])).digest() if field in c else None for c in contents]
                 prov = prov.set_column(prov.schema.get_field_index(name), name, pa.array(digests, pa.binary(32)))
-        parent_ids = _fixed(frame.rec["id"][parent_pos])
+        parent_ids = numpy_to_ids_column(frame.rec["id"][parent_pos])
         for name, col in (("parent_row_id", parent_ids), ("step_id", pa.array([step.id] * len(prov), pa.string()))):
             if name in prov.column_names:
                 prov = prov.set_column(prov.schema.get_field_index(name), name, col)

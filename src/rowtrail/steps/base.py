@@ -54,6 +54,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 from .. import __version__
 from ..errors import StepError, ValueMappingError
 from ..hashing import ID_DTYPE, id_bytes, jcs, sort_ids, step_id, to_json_value
+from ..segments import ids_column_to_numpy, numpy_to_ids_column
 
 CONTENT_FIELDS = "*content"  # every content field as its own typed column
 CONTENT_TEXT = "content"  # the content object as canonical JSON text
@@ -153,11 +154,7 @@ class Step:
 
 
 def ids_of(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-    col = batch.column("row_id")
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    buf = col.buffers()[1]
-    return np.frombuffer(buf, dtype=ID_DTYPE, count=len(col) + col.offset)[col.offset :]
+    return _ids_np(batch.column("row_id"))
 
 
 @dataclass
@@ -279,28 +276,23 @@ class Changes:
             kinds.extend(c[2] for c in new)
         edges = pa.table(
             {
-                "parent": _fixed(np.concatenate(parents) if parents else np.empty(0, ID_DTYPE)),
-                "child": _fixed(np.concatenate(children) if children else np.empty(0, ID_DTYPE)),
+                "parent": numpy_to_ids_column(np.concatenate(parents) if parents else np.empty(0, ID_DTYPE)),
+                "child": numpy_to_ids_column(np.concatenate(children) if children else np.empty(0, ID_DTYPE)),
                 "kind": pa.array(kinds, pa.string()),
             },
             schema=EDGE_SCHEMA,
         )
         new_rows = pa.table(
             {
-                "row_id": _fixed(np.array([bytes.fromhex(c[1]) for c in new], dtype=ID_DTYPE)),
+                "row_id": numpy_to_ids_column(np.array([bytes.fromhex(c[1]) for c in new], dtype=ID_DTYPE)),
                 "content": pa.array([c[3] for c in new], pa.string()),
-                "content_sha256": _fixed(np.array([bytes.fromhex(c[4]) for c in new], dtype=ID_DTYPE)),
+                "content_sha256": numpy_to_ids_column(np.array([bytes.fromhex(c[4]) for c in new], dtype=ID_DTYPE)),
                 "parent": pa.array([c[0] for c in new], pa.int64()),
                 "weight": pa.array(self.weight[[c[0] for c in new]] if new else [], pa.float64()),
             }
         )
         cols = {k: v.take(pa.array(kept)) for k, v in self.columns.items()}
         return StepOutput(kept=kept, weights=self.weight[kept], drops=drops, edges=edges, new_rows=new_rows, columns=cols, accounted=True)
-
-
-def _fixed(ids: np.ndarray) -> pa.Array:
-    raw = np.ascontiguousarray(ids, dtype=ID_DTYPE)
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), len(raw), [None, pa.py_buffer(raw.tobytes())])
 
 
 def _drop_table(ids: np.ndarray, drops: list[tuple[np.ndarray, Any, Any]]) -> pa.Table:
@@ -311,7 +303,7 @@ def _drop_table(ids: np.ndarray, drops: list[tuple[np.ndarray, Any, Any]]) -> pa
         n = len(idx)
         codes = pa.array([code] * n, pa.string()) if isinstance(code, str) else pa.array(list(code), pa.string())
         reasons = pa.array([reason] * n, pa.string()) if isinstance(reason, str) else pa.array(list(reason), pa.string())
-        parts.append(pa.table({"row_id": _fixed(ids[idx]), "reason_code": codes, "reason": reasons}, schema=DROP_SCHEMA))
+        parts.append(pa.table({"row_id": numpy_to_ids_column(ids[idx]), "reason_code": codes, "reason": reasons}, schema=DROP_SCHEMA))
     return pa.concat_tables(parts).combine_chunks()
 
 
@@ -350,11 +342,7 @@ def check_output(step: Step, batch_ids: np.ndarray, out: StepOutput) -> None:
 
 
 def _ids_np(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    if len(col) == 0:
-        return np.empty(0, dtype=ID_DTYPE)
-    return np.frombuffer(col.buffers()[1], dtype=ID_DTYPE, count=len(col) + col.offset)[col.offset :]
+    return ids_column_to_numpy(col) if len(col) else np.empty(0, dtype=ID_DTYPE)
 
 
 StepFactory = Callable[..., Step]
