@@ -21,6 +21,7 @@ verification failures exit 3.
     ├── ProofError                    a proof that cannot be built or read
     ├── StepError                     a transformation step broke its contract
     ├── BisectError                   bisect cannot start or go on
+    ├── OptOutError                   an opt-out that cannot be carried out as asked
     ├── ExportError                   an export that cannot be made as asked
     │   └── ExportExistsError         the output exists and overwriting was not asked for
     └── VerificationError             damage or an untrusted signature (exit 3)
@@ -118,6 +119,10 @@ class ExportError(RowtrailError):
 
 class ExportExistsError(ExportError):
     """The output path exists and overwriting was not asked for."""
+
+
+class OptOutError(RowtrailError):
+    """An opt-out that cannot be carried out as asked (nothing matches, duplicates to decide on)."""
 
 
 class BisectError(RowtrailError):

@@ -524,6 +524,7 @@ def verify(
 
 from . import bisect as _bisect  # noqa: E402
 from . import export as _export  # noqa: E402
+from . import optout as _optout  # noqa: E402
 from . import pipeline as _pipeline  # noqa: E402
 from . import sources as _sources  # noqa: E402  (registers the 'source' command group)
 
@@ -532,6 +533,8 @@ app.command("dropped")(_pipeline.dropped)
 app.command("monitor")(_pipeline.monitor)
 app.command("bisect")(_bisect.bisect)
 app.command("export")(_export.export)
+app.command("optout")(_optout.optout)
+app.command("check-receipt")(_optout.check_receipt)
 
 app.add_typer(_sources.app, name="source")
 

@@ -103,8 +103,12 @@ class Frame:
 
 
 class LocalEngine:
-    def __init__(self, store: Store, progress: Callable[[str, int, int], None] | None = None):
+    def __init__(self, store: Store, progress: Callable[[str, int, int], None] | None = None, strict: bool = True):
         self.store = store
+        # strict: a step reading a column no row has is an error (a typo, at apply); otherwise a
+        # warning (a re-run at commit, opt-out or bisect, where a removal may have taken the column)
+        self.strict = strict
+        self.warnings: list[str] = []
         self.pending: list[PendingSegment] = []
         self.progress = progress
         self._prov_cache: dict[int, pa.Table] = {}
@@ -284,7 +288,7 @@ class LocalEngine:
         exprs = [*monitor.get("numeric", []), *monitor.get("categorical", [])]
         self._evaluate_monitors(frame, exprs, None)
         runs = []
-        warnings: list[str] = []
+        warnings = self.warnings
         for i, step in enumerate(pipeline.steps):
             before = _snapshot(frame)
             frame, run = self._run_step(frame, step, f"step {i + 1}/{len(pipeline.steps)} {step.name}")
@@ -351,7 +355,9 @@ class LocalEngine:
                 new_frames.append(self._pending(step, frame, seg, pos, result))
         missing = {n for n in step.needs | needs if n not in found and n not in (CONTENT_TEXT, CONTENT_FIELDS, "row_id", "weight")}
         missing -= set(frame.columns)
-        if missing and len(frame):
+        if missing and len(frame) and not self.strict:
+            self.warnings.append(f"step '{step.name}' reads column(s) {', '.join(sorted(missing))}, which no row has now")
+        elif missing and len(frame):
             raise StepError(f"step '{step.name}' reads column(s) {', '.join(sorted(missing))}, which no row has; check the names (content fields, provenance columns, attributes)")
         kp = np.concatenate(kept_pos) if kept_pos else np.empty(0, np.int64)
         rec = frame.rec[kp].copy()

@@ -53,10 +53,10 @@ class ApplyReport:
         return {k: getattr(self, k) for k in ("corpus", "pipeline", "rows_in", "rows_out", "weight_out", "steps", "warnings", "run", "dry_run")}
 
 
-def run_pipeline(store: Store, pipeline: Pipeline, inputs: np.ndarray, progress: Callable[[str, int, int], None] | None = None) -> RunResult:
+def run_pipeline(store: Store, pipeline: Pipeline, inputs: np.ndarray, progress: Callable[[str, int, int], None] | None = None, strict: bool = True) -> RunResult:
     from ..engines.local import LocalEngine
 
-    return LocalEngine(store, progress=progress).run(pipeline, inputs)
+    return LocalEngine(store, progress=progress, strict=strict).run(pipeline, inputs)
 
 
 def _put_table(store: Store, table: pa.Table | None, row_group: int = ROW_GROUP_ROWS) -> str | None:
@@ -127,7 +127,7 @@ def reusable_run(state: State, corpus: str) -> str | None:
     for entry in reversed(state.staged_for(corpus).entries):
         if entry["kind"] == "pipeline":
             return entry.get("run")
-        if entry["kind"] in ("ingest", "remove"):
+        if entry["kind"] in ("ingest", "remove", "optout"):
             return None
     return None
 
@@ -165,11 +165,11 @@ def apply(
     return report
 
 
-def apply_locked(store: Store, state: State, pipeline: Pipeline, *, corpus: str, dry_run: bool = False, progress: Callable[[str, int, int], None] | None = None) -> ApplyReport:
+def apply_locked(store: Store, state: State, pipeline: Pipeline, *, corpus: str, dry_run: bool = False, progress: Callable[[str, int, int], None] | None = None, strict: bool = True) -> ApplyReport:
     """Run the pipeline over the corpus's input set and (unless a dry run) publish the run with one
     ``pipeline`` journal entry; the caller holds the write lock."""
     inputs = current_inputs(store, state, corpus)
-    run = run_pipeline(store, pipeline, inputs, progress)
+    run = run_pipeline(store, pipeline, inputs, progress, strict=strict)
     report = ApplyReport(
         corpus=corpus,
         pipeline=[s.definition() for s in pipeline.steps],

@@ -112,66 +112,71 @@ def commit(
     """Commit the corpus's staged work as a new version; returns its version id."""
     signing_key = signing.load_signing_key(key) if sign else None
     with store._write() as state:
-        if tag is not None:
-            check_tag(tag, state)
-        staged = state.staged_for(corpus)
-        parent = state.heads.get(corpus)
-        if staged.empty and parent is not None and not allow_empty:
-            raise NothingToCommitError(f"nothing staged for corpus '{corpus}'; ingest, remove or apply first (see 'rowtrail status')")
-        inputs = current_inputs(store, state, corpus)
-        defs = state.pipelines.get(corpus, [])
-        step_ids = [d["step_id"] for d in defs]
-        run_digest = reusable_run(state, corpus) if defs else None
-        if run_digest is None and defs:
-            # the input set changed since the last apply: run the pipeline now, recorded as its own
-            # ``pipeline`` entry before the commit, so the version's journal_head covers the run
-            run_digest = apply_locked(store, state, rebuild(store, state, corpus), corpus=corpus, progress=progress).run
-        if run_digest is not None:
-            run_doc, rows = read_run(store, run_digest)
-        else:
-            rows, run_doc = inputs, None
-        content, storage = build_content(store, corpus, rows, inputs, step_ids, None)
-        content_id = hashlib.sha256(jcs(content)).hexdigest()
-        record = {
-            "content_id": content_id,
-            "content": content,
-            "parent": parent,
-            "tag": tag,
-            "message": message,
-            "author": author_name(),
-            "created_at": now_rfc3339(),
-            "journal_head": state.head_digest,
-        }
-        version_id = hashlib.sha256(jcs(record)).hexdigest()
-        envelope_digest = None
-        if signing_key is not None:
-            stmt = signing.statement(f"{corpus}@{tag or version_id}", version_id, record)
-            envelope_digest = store.backend.put_bytes(jcs(signing.sign_envelope(stmt, signing_key)))
-        used = sorted({int(s) for s in np.unique(rows["seg"])}) if len(rows) else []
-        manifest = {
-            "format": MANIFEST_FORMAT,
+        return commit_locked(store, state, message, tag=tag, corpus=corpus, signing_key=signing_key, allow_empty=allow_empty, progress=progress)
+
+
+def commit_locked(store: Store, state: State, message: str, *, tag: str | None, corpus: str, signing_key: Any, allow_empty: bool = False, progress: Any = None) -> str:
+    """``commit`` for a caller that holds the write lock (``optout`` removes and commits in one hold)."""
+    if tag is not None:
+        check_tag(tag, state)
+    staged = state.staged_for(corpus)
+    parent = state.heads.get(corpus)
+    if staged.empty and parent is not None and not allow_empty:
+        raise NothingToCommitError(f"nothing staged for corpus '{corpus}'; ingest, remove or apply first (see 'rowtrail status')")
+    inputs = current_inputs(store, state, corpus)
+    defs = state.pipelines.get(corpus, [])
+    step_ids = [d["step_id"] for d in defs]
+    run_digest = reusable_run(state, corpus) if defs else None
+    if run_digest is None and defs:
+        # the input set changed since the last apply: run the pipeline now, recorded as its own
+        # ``pipeline`` entry before the commit, so the version's journal_head covers the run
+        run_digest = apply_locked(store, state, rebuild(store, state, corpus), corpus=corpus, progress=progress, strict=False).run
+    if run_digest is not None:
+        run_doc, rows = read_run(store, run_digest)
+    else:
+        rows, run_doc = inputs, None
+    content, storage = build_content(store, corpus, rows, inputs, step_ids, None)
+    content_id = hashlib.sha256(jcs(content)).hexdigest()
+    record = {
+        "content_id": content_id,
+        "content": content,
+        "parent": parent,
+        "tag": tag,
+        "message": message,
+        "author": author_name(),
+        "created_at": now_rfc3339(),
+        "journal_head": state.head_digest,
+    }
+    version_id = hashlib.sha256(jcs(record)).hexdigest()
+    envelope_digest = None
+    if signing_key is not None:
+        stmt = signing.statement(f"{corpus}@{tag or version_id}", version_id, record)
+        envelope_digest = store.backend.put_bytes(jcs(signing.sign_envelope(stmt, signing_key)))
+    used = sorted({int(s) for s in np.unique(rows["seg"])}) if len(rows) else []
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version_id": version_id,
+        "record": record,
+        "steps": {sid: _definition(s["definition"]) for sid, s in run_doc["steps"].items()} if run_doc else {},
+        "lineage": {sid: {k: s[k] for k in ("drops", "edges", "weights", "columns", "report")} for sid, s in run_doc["steps"].items()} if run_doc else {},
+        "run": run_digest,
+        "segments": {str(s): _segment_ref(state, s) for s in used},
+        "source_snapshots": store.snapshots_of(rows),
+        "rowtrail_version": __version__,
+        **storage,
+    }
+    manifest_digest = store.backend.put_bytes(jcs(manifest))
+    store._append(
+        state,
+        {
+            "kind": "commit",
+            "corpus": corpus,
             "version_id": version_id,
             "record": record,
-            "steps": {sid: _definition(s["definition"]) for sid, s in run_doc["steps"].items()} if run_doc else {},
-            "lineage": {sid: {k: s[k] for k in ("drops", "edges", "weights", "columns", "report")} for sid, s in run_doc["steps"].items()} if run_doc else {},
-            "run": run_digest,
-            "segments": {str(s): _segment_ref(state, s) for s in used},
-            "source_snapshots": store.snapshots_of(rows),
-            "rowtrail_version": __version__,
-            **storage,
-        }
-        manifest_digest = store.backend.put_bytes(jcs(manifest))
-        store._append(
-            state,
-            {
-                "kind": "commit",
-                "corpus": corpus,
-                "version_id": version_id,
-                "record": record,
-                "manifest": manifest_digest,
-                "envelope": envelope_digest,
-            },
-        )
+            "manifest": manifest_digest,
+            "envelope": envelope_digest,
+        },
+    )
     return version_id
 
 

@@ -728,6 +728,18 @@ def publish(
         segs = [s.seg for s in state.segments if set(s.sources) & set(affected)]
         existing = current[np.isin(current["seg"], segs)] if len(current) and segs else current[:0]
         new_paths = [r.provenance for r in results if r.provenance]
+        from .optout import refused_rows
+
+        refused = refused_rows(store, state, new_paths)
+        if refused:
+            f, line, req = refused[0]
+            raise IngestError(
+                f"this content was opted out (request {req}) and is refused"
+                + (f"; {len(refused) - 1} more row(s) too" if len(refused) > 1 else "")
+                + "; see 'rowtrail optout --list'",
+                file=f,
+                line=line,
+            )
         unchanged = superseded = refresh_dropped = 0
         drop_tables: list[pa.Table] = []
         edge_table: pa.Table | None = None

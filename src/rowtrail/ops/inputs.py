@@ -70,7 +70,7 @@ def apply_entry(store: Store, current: np.ndarray, entry: dict[str, Any]) -> np.
         added = [segment_records(store, s["seg"]) for s in entry["segments"]]
         if added:  # one union (one sort) per ingest, however many segments it wrote
             current = union_keep_first(current, np.concatenate(added) if len(added) > 1 else added[0])
-    elif kind == "remove":
+    elif kind in ("remove", "optout"):
         current = difference(current, read_id_table(store, entry.get("drops")))
     return current
 

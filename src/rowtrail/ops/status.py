@@ -25,6 +25,8 @@ def status(store: Store, corpus: str = "main") -> dict[str, Any]:
             entries.append({"seq": e["seq"], "kind": "remove", "source": e.get("source"), "rows": e["rows"], "reason": e["reason"]})
             if e.get("source"):
                 per_source.setdefault(e["source"], {"ingested": 0, "removed": 0})["removed"] += e["rows"]
+        elif e["kind"] == "optout":
+            entries.append({"seq": e["seq"], "kind": "optout", "request": e["request"]["id"], "rows": e["rows"], "reason": e["request"]["reason"]})
         elif e["kind"] == "pipeline":
             entries.append({"seq": e["seq"], "kind": "pipeline", "steps": len(e["steps"]), "rows": e.get("rows")})
     from .apply import reusable_run

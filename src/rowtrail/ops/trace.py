@@ -101,9 +101,9 @@ def trace(store: Store, row_id: str) -> dict[str, Any]:
     raw = bytes.fromhex(rid)
     drops, lineage = [], []
     for e in state.entries:
-        if e["kind"] in ("ingest", "remove") and e.get("drops"):
+        if e["kind"] in ("ingest", "remove", "optout") and e.get("drops"):
             for d in _matches(store, e["drops"], "row_id", raw):
-                drops.append({**d, "corpus": e["corpus"], "seq": e["seq"], "at": e["at"], "by": e.get("ingest_id") or f"rm (journal entry {e['seq']})"})
+                drops.append({**d, "corpus": e["corpus"], "seq": e["seq"], "at": e["at"], "by": e.get("ingest_id") or (f"opt-out {e['request']['id']}" if e["kind"] == "optout" else f"rm (journal entry {e['seq']})")})
         if e["kind"] == "ingest" and e.get("edges"):
             for col in ("parent", "child"):
                 for d in _matches(store, e["edges"], col, raw):

@@ -109,6 +109,14 @@ def _referenced(state: State) -> dict[str, str]:
                     refs[e[k]] = where
         elif e["kind"] == "remove" and e.get("drops"):
             refs[e["drops"]] = where
+        elif e["kind"] == "optout":
+            for k in ("drops", "contents"):
+                if e.get(k):
+                    refs[e[k]] = where
+        elif e["kind"] == "receipt":
+            for k in ("envelope", "row_ids", "content_hashes"):
+                if e.get(k):
+                    refs[e[k]] = where
         elif e["kind"] == "commit":
             refs[e["manifest"]] = where
             if e.get("envelope"):

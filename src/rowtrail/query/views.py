@@ -102,7 +102,7 @@ def connect(store: Store, query: str) -> duckdb.DuckDBPyConnection:
             f"SELECT lower(hex(row_id)) AS row_id, reason_code, reason, '{e['corpus']}' AS corpus, {e['seq']} AS seq "
             f"FROM read_parquet('{obj(e['drops'])}')"
             for e in state.entries
-            if e["kind"] in ("ingest", "remove") and e.get("drops")
+            if e["kind"] in ("ingest", "remove", "optout") and e.get("drops")
         ]
         body = " UNION ALL ".join(selects) if selects else "SELECT NULL::VARCHAR AS row_id, NULL::VARCHAR AS reason_code, NULL::VARCHAR AS reason, NULL::VARCHAR AS corpus, NULL::BIGINT AS seq WHERE false"
         con.execute(f"CREATE VIEW drops AS {body}")

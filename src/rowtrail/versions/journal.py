@@ -5,7 +5,8 @@ Each line is the RFC 8785 canonical JSON of one entry::
     {"seq": n, "prev": <digest of entry n-1, or null>, "at": <RFC 3339>, "kind": <kind>, ...payload}
 
 and an entry's digest is the SHA-256 of its line bytes (without the newline). Kinds: ``init``,
-``source.add``, ``source.refresh``, ``source.import``, ``ingest``, ``remove``, ``pipeline``, ``commit``.
+``source.add``, ``source.refresh``, ``source.import``, ``ingest``, ``remove``, ``pipeline``, ``commit``,
+``optout`` (an opt-out request: registered, and its removal staged) and ``receipt`` (its signed receipt).
 ``State`` is what the entries mean, replayed in order: sources, segments, versions, tags, corpus heads
 and what is staged for each corpus. Refs are never stored anywhere else.
 """
@@ -86,7 +87,7 @@ class State:
             self.ingests[e["ingest_id"]] = e
             self._add_segments(e)
             self.staged.setdefault(e["corpus"], Staged()).entries.append(e)
-        elif kind == "remove":
+        elif kind in ("remove", "optout"):  # an opt-out stages its removal like ``rm`` does
             self.staged.setdefault(e["corpus"], Staged()).entries.append(e)
         elif kind == "pipeline":
             self.pipelines[e["corpus"]] = e["steps"]
