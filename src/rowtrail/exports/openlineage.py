@@ -145,9 +145,9 @@ class _Builder:
             facets["documentation"] = documentation_job.DocumentationJobFacet(description=description, producer=PRODUCER)
         return Job(namespace=self.ns, name=name, facets=facets)
 
-    def facet(self, kind: str, rows: int | None = None, weight: float | None = None, digests: dict[str, str] | None = None, **details: Any) -> Any:
+    def facet(self, what: str, /, rows: int | None = None, weight: float | None = None, digests: dict[str, str] | None = None, **details: Any) -> Any:
         ds_facet, _run = facet_classes()
-        return ds_facet(kind=kind, rows=rows, weightTotal=weight, digests=digests or None, details={k: v for k, v in details.items() if v is not None} or None, producer=PRODUCER)
+        return ds_facet(kind=what, rows=rows, weightTotal=weight, digests=digests or None, details={k: v for k, v in details.items() if v is not None} or None, producer=PRODUCER)
 
     def dataset(self, cls: Any, name: str, facets: dict[str, Any], rows: int | None = None, namespace: str | None = None) -> Any:
         from openlineage.client.event_v2 import OutputDataset
@@ -180,7 +180,8 @@ class _Builder:
             facets: dict[str, Any] = {
                 "rowtrail": self.facet(
                     "source",
-                    details={k: rec.get(k) for k in ("source_id", "kind", "uri", "license", "legal_basis", "collected", "refreshed_at", "owner", "generator")} | {"snapshot": snap},
+                    **{k: rec.get(k) for k in ("source_id", "kind", "uri", "license", "legal_basis", "collected", "refreshed_at", "owner", "generator")},
+                    snapshot=snap,
                 )
             }
             if snap:
@@ -276,7 +277,7 @@ class _Builder:
         return rows(self.store, self.v.id, limit=SAMPLE_ROWS).schema
 
     def events(self) -> list[Any]:
-        out = []
+        out: list[Any] = []
         parent: Commit | None = None
         for c in history(self.store, self.v):
             out.extend(self.ingest(e) for e in c.ingests)

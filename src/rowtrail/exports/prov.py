@@ -233,7 +233,8 @@ def check_options(name: str, options: dict[str, Any], accepted: dict[str, type |
         raise ExportError(f"format '{name}' has no option {', '.join(repr(u) for u in unknown)}; its options are: {', '.join(sorted(accepted))}")
     for key, value in options.items():
         if value is not None and not isinstance(value, accepted[key]):
-            kinds = accepted[key] if isinstance(accepted[key], tuple) else (accepted[key],)
+            spec = accepted[key]
+            kinds: tuple[type, ...] = spec if isinstance(spec, tuple) else (spec,)
             raise ExportError(f"option {key!r} of format '{name}' must be {' or '.join(k.__name__ for k in kinds)}, not {value!r}")
 
 
