@@ -22,6 +22,7 @@ verification failures exit 3.
     ├── StepError                     a transformation step broke its contract
     ├── BisectError                   bisect cannot start or go on
     ├── OptOutError                   an opt-out that cannot be carried out as asked
+    ├── PolicyError                   a policy that does not parse, or a version it rejects
     ├── ExportError                   an export that cannot be made as asked
     │   └── ExportExistsError         the output exists and overwriting was not asked for
     └── VerificationError             damage or an untrusted signature (exit 3)
@@ -119,6 +120,10 @@ class ExportError(RowtrailError):
 
 class ExportExistsError(ExportError):
     """The output path exists and overwriting was not asked for."""
+
+
+class PolicyError(RowtrailError):
+    """An admission policy that does not parse, or a commit it rejects (naming rules and sources)."""
 
 
 class OptOutError(RowtrailError):

@@ -127,7 +127,8 @@ class Store:
             arr = ids_column_to_numpy(col)
         elif pa.types.is_string(col.type):
             enc = col.combine_chunks().dictionary_encode()
-            arr = np.array(enc.dictionary.to_pylist(), dtype=object)[enc.indices.to_numpy(zero_copy_only=False)]
+            values = np.array([*enc.dictionary.to_pylist(), None], dtype=object)  # the last one stands for null
+            arr = values[enc.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)]
         else:
             arr = col.to_numpy()
         self._columns[key] = arr
@@ -249,11 +250,11 @@ class Store:
 
         return bisect(self, good, bad, test=test, steps=steps, corpus=corpus, keep=keep, log=log)
 
-    def commit(self, message: str, tag: str | None = None, corpus: str = "main", sign: bool = True, key: str | None = None, allow_empty: bool = False, progress: Any = None) -> Version:
+    def commit(self, message: str, tag: str | None = None, corpus: str = "main", sign: bool = True, key: str | None = None, allow_empty: bool = False, progress: Any = None, override_policy: str | None = None) -> Version:
         """Record the corpus's pipeline output over its input set as a new signed version."""
         from .ops.commit import commit
 
-        vid = commit(self, message, tag=tag, corpus=corpus, sign=sign, key=key, allow_empty=allow_empty, progress=progress)
+        vid = commit(self, message, tag=tag, corpus=corpus, sign=sign, key=key, allow_empty=allow_empty, progress=progress, override_policy=override_policy)
         return self.version(vid)
 
     def version(self, ref: str = "HEAD", corpus: str = "main") -> Version:

@@ -181,11 +181,12 @@ def commit(
     no_sign: bool = typer.Option(False, "--no-sign", help="Commit without a signature (verify then needs --allow-unsigned)."),
     key: str | None = typer.Option(None, "--key", help="Signing key name under ROWTRAIL_HOME/keys."),
     allow_empty: bool = typer.Option(False, "--allow-empty"),
+    override_policy: str | None = typer.Option(None, "--override-policy", help="Commit although the admission policy rejects sources; the reason is recorded."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Commit the staged work as a new immutable, signed version."""
     with render.progress("commit", not as_json) as bar:
-        v = open_store().commit(message, tag=tag, corpus=corpus, sign=not no_sign, key=key, allow_empty=allow_empty, progress=bar)
+        v = open_store().commit(message, tag=tag, corpus=corpus, sign=not no_sign, key=key, allow_empty=allow_empty, progress=bar, override_policy=override_policy)
     if as_json:
         render.print_json(v.summary())
         return
@@ -526,6 +527,7 @@ from . import bisect as _bisect  # noqa: E402
 from . import export as _export  # noqa: E402
 from . import optout as _optout  # noqa: E402
 from . import pipeline as _pipeline  # noqa: E402
+from . import policy as _policy  # noqa: E402
 from . import sources as _sources  # noqa: E402  (registers the 'source' command group)
 
 app.command("apply")(_pipeline.apply)
@@ -535,6 +537,7 @@ app.command("bisect")(_bisect.bisect)
 app.command("export")(_export.export)
 app.command("optout")(_optout.optout)
 app.command("check-receipt")(_optout.check_receipt)
+app.add_typer(_policy.app, name="policy")
 
 app.add_typer(_sources.app, name="source")
 

@@ -108,14 +108,15 @@ def commit(
     key: str | None = None,
     allow_empty: bool = False,
     progress: Any = None,
+    override_policy: str | None = None,
 ) -> str:
     """Commit the corpus's staged work as a new version; returns its version id."""
     signing_key = signing.load_signing_key(key) if sign else None
     with store._write() as state:
-        return commit_locked(store, state, message, tag=tag, corpus=corpus, signing_key=signing_key, allow_empty=allow_empty, progress=progress)
+        return commit_locked(store, state, message, tag=tag, corpus=corpus, signing_key=signing_key, allow_empty=allow_empty, progress=progress, override_policy=override_policy)
 
 
-def commit_locked(store: Store, state: State, message: str, *, tag: str | None, corpus: str, signing_key: Any, allow_empty: bool = False, progress: Any = None) -> str:
+def commit_locked(store: Store, state: State, message: str, *, tag: str | None, corpus: str, signing_key: Any, allow_empty: bool = False, progress: Any = None, override_policy: str | None = None) -> str:
     """``commit`` for a caller that holds the write lock (``optout`` removes and commits in one hold)."""
     if tag is not None:
         check_tag(tag, state)
@@ -135,7 +136,10 @@ def commit_locked(store: Store, state: State, message: str, *, tag: str | None, 
         run_doc, rows = read_run(store, run_digest)
     else:
         rows, run_doc = inputs, None
-    content, storage = build_content(store, corpus, rows, inputs, step_ids, None)
+    from .policy import admission
+
+    policy_digest, admitted = admission(store, rows, override_policy)
+    content, storage = build_content(store, corpus, rows, inputs, step_ids, policy_digest)
     content_id = hashlib.sha256(jcs(content)).hexdigest()
     record = {
         "content_id": content_id,
@@ -160,6 +164,7 @@ def commit_locked(store: Store, state: State, message: str, *, tag: str | None, 
         "steps": {sid: _definition(s["definition"]) for sid, s in run_doc["steps"].items()} if run_doc else {},
         "lineage": {sid: {k: s[k] for k in ("drops", "edges", "weights", "columns", "report")} for sid, s in run_doc["steps"].items()} if run_doc else {},
         "run": run_digest,
+        "admission": admitted,
         "segments": {str(s): _segment_ref(state, s) for s in used},
         "source_snapshots": store.snapshots_of(rows),
         "rowtrail_version": __version__,

@@ -98,6 +98,10 @@ def trace(store: Store, row_id: str) -> dict[str, Any]:
     source = state.sources[prov["source_id"]]
     ingest = state.ingests.get(prov.get("ingest_id") or segment.ingest_id, {})
     events = step_events(store, rid)
+    from .policy import row_admission
+
+    for v in versions:  # the admission rule (and labels) under which each version holds the row
+        v["admission"] = row_admission(store, v["version_id"], source.source_id)
     raw = bytes.fromhex(rid)
     drops, lineage = [], []
     for e in state.entries:

@@ -121,6 +121,8 @@ def _referenced(state: State) -> dict[str, str]:
             refs[e["manifest"]] = where
             if e.get("envelope"):
                 refs[e["envelope"]] = where
+        if e["kind"] == "policy" and e.get("digest"):
+            refs[e["digest"]] = where
         if e["kind"] in ("pipeline", "commit"):
             for s in e.get("segments") or []:
                 refs[s["provenance"]] = where
