@@ -66,6 +66,7 @@ LANGUAGE_ATTRIBUTES = ("lang", "language")
 URL_ATTRIBUTES = ("url",)
 CRAWL_KINDS = ("crawl", "url-list")
 NOT_RECORDED = "(not recorded)"
+EXAMPLE_SOURCES = 20  # sources named per breakdown value (the count is always complete)
 SUFFIX_FORMATS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json"}
 FORMAT_ALIASES = {"md": "markdown"}
 _URL_RE = r"^[A-Za-z][A-Za-z0-9+.-]*://"
@@ -103,7 +104,7 @@ class VersionFacts:
     bytes: int
     sources: list[SourceFacts]
     attributes: list[str]  # declared row attributes present in the version, sorted
-    breakdowns: dict[str, list[dict[str, Any]]]  # attribute → [{value, rows, weight, sources}], largest first
+    breakdowns: dict[str, list[dict[str, Any]]]  # attribute → [{value, rows, weight, sources, example_sources}], largest first
     languages: list[dict[str, Any]]  # [{language, rows, bytes}], largest first; language None = not recorded
     domains: list[dict[str, Any]]  # [{domain, rows, bytes, sources}] over crawl / url-list rows, largest first
     last_acquired: str | None  # RFC 3339: newest ingested_at of a row or refreshed_at of a source
@@ -162,12 +163,12 @@ def gather(store: Store, version: Version, by: tuple[str, ...] = ()) -> VersionF
         else:
             cols = ", ".join(f'NULL::VARCHAR AS "a:{a}"' for a in wanted)
             con.execute(
-                "CREATE TEMP TABLE seg_rows AS SELECT NULL::BIGINT AS seg, NULL::BIGINT AS row, NULL::VARCHAR AS source_id, NULL::VARCHAR AS source_snapshot, "
+                "CREATE TEMP TABLE seg_rows AS SELECT NULL::BIGINT AS seg, NULL::BIGINT AS row, NULL::VARCHAR AS source_id, NULL::VARCHAR AS source_snapshot, NULL::VARCHAR AS ingest_id, "
                 f"NULL::TIMESTAMPTZ AS ingested_at, NULL::BIGINT AS bytes, NULL::VARCHAR AS url{', ' + cols if cols else ''} WHERE false"
             )
         attr_cols = ", ".join(f'coalesce(r."a:{_sql_ident(a)}", s."s:{_sql_ident(a)}") AS "a:{_sql_ident(a)}"' for a in wanted)
         con.execute(
-            "CREATE TEMP TABLE facts AS SELECT r.source_id, r.source_snapshot, r.ingested_at, r.bytes, recs.w, "
+            "CREATE TEMP TABLE facts AS SELECT r.source_id, r.source_snapshot, r.ingest_id, r.ingested_at, r.bytes, recs.w, "
             f"CASE WHEN r.source_id IN (SELECT source_id FROM crawl_sources) THEN nullif(regexp_replace(lower(regexp_extract(r.url, '{_HOST_RE}', 1)), '^www\\.', ''), '') END AS domain"
             f"{', ' + attr_cols if attr_cols else ''} "
             "FROM recs JOIN seg_rows r USING (seg, row) LEFT JOIN src_attrs s ON s.source_id = r.source_id"
@@ -179,7 +180,7 @@ def gather(store: Store, version: Version, by: tuple[str, ...] = ()) -> VersionF
         ).to_arrow_table().to_pylist()
         breakdowns = {
             a: con.sql(
-                f'SELECT "a:{_sql_ident(a)}" AS value, count(*) AS rows, sum(w) AS weight, count(DISTINCT source_id) AS sources FROM facts GROUP BY 1 ORDER BY rows DESC, weight DESC, value NULLS LAST'
+                f'SELECT "a:{_sql_ident(a)}" AS value, count(*) AS rows, sum(w) AS weight, count(DISTINCT source_id) AS sources, list(DISTINCT source_id ORDER BY source_id)[1:{EXAMPLE_SOURCES}] AS example_sources FROM facts GROUP BY 1 ORDER BY rows DESC, weight DESC, value NULLS LAST'
             ).to_arrow_table().to_pylist()
             for a in breakdown
         }
@@ -190,6 +191,7 @@ def gather(store: Store, version: Version, by: tuple[str, ...] = ()) -> VersionF
         domains = con.sql(
             "SELECT domain, count(*) AS rows, sum(bytes)::BIGINT AS bytes, list(DISTINCT source_id ORDER BY source_id) AS sources FROM facts WHERE domain IS NOT NULL GROUP BY 1 ORDER BY bytes DESC, domain"
         ).to_arrow_table().to_pylist()
+        ingest_ids = con.sql("SELECT DISTINCT ingest_id FROM facts WHERE ingest_id IS NOT NULL").to_arrow_table().column(0).to_pylist()
     finally:
         con.close()
 
@@ -214,17 +216,17 @@ def gather(store: Store, version: Version, by: tuple[str, ...] = ()) -> VersionF
         last_acquired=max(stamps, key=_instant) if stamps else None,
         optouts=_optouts(store),
         steps=_steps(version),
-        content_fields=_content_fields(store, segs),
+        content_fields=_content_fields(store, ingest_ids),
     )
 
 
-def _content_fields(store: Store, segs: list[int]) -> list[str]:
-    """Content field names the ingests behind the given segments declared (from the journal; an
-    ingest that kept every input field names none)."""
+def _content_fields(store: Store, ingest_ids: list[str]) -> list[str]:
+    """Content field names the given ingests declared (from the journal; an ingest that kept every
+    input field names none)."""
     state = store.state
     names: set[str] = set()
-    for s in segs:
-        ingest = state.ingests.get(state.segments[s].ingest_id) or {}
+    for i in ingest_ids:
+        ingest = state.ingests.get(i) or {}
         names.update((ingest.get("options") or {}).get("content_fields") or ())
     return sorted(names)
 
@@ -242,7 +244,7 @@ def _segment_select(store: Store, seg: int, names: list[str], wanted: list[str],
     else:
         url = "NULL::VARCHAR"
     return (
-        f"SELECT {seg}::BIGINT AS seg, p.file_row_number::BIGINT AS row, p.source_id, p.source_snapshot, p.ingested_at, strlen(c.content)::BIGINT AS bytes, {url} AS url"
+        f"SELECT {seg}::BIGINT AS seg, p.file_row_number::BIGINT AS row, p.source_id, p.source_snapshot, p.ingest_id, p.ingested_at, strlen(c.content)::BIGINT AS bytes, {url} AS url"
         f"{', ' + ', '.join(cols) if cols else ''} "
         f"FROM read_parquet('{prov}', file_row_number = true) AS p POSITIONAL JOIN (SELECT content FROM read_parquet('{cont}')) AS c"
     )
@@ -284,7 +286,7 @@ def _records_as_of(store: Store, version: Version) -> dict[str, SourceRecord]:
     return out
 
 
-def _optouts(store: Store) -> list[dict[str, Any]] | None:
+def _optouts(store: Store) -> list[dict[str, Any]]:
     """The opt-out register, read defensively (``state.optouts`` when this build keeps one, else the
     journal's ``optout`` entries): requests with id, reason, time, corpus and rows removed."""
     state = store.state

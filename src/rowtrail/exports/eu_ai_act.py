@@ -77,7 +77,7 @@ PROVIDER_FIELDS = [
     ("1.2", "versioned model name(s)"),
     ("1.2", "model dependencies (the general-purpose AI model(s) this model is fine-tuned or modified from, with their summaries)"),
     ("1.2", "date the model was placed on the Union market"),
-    ("1.3", "types of content (e.g. code, prose, dialogue) — the ledger records only the content fields named below"),
+    ("1.3", "types of content (e.g. code, prose, dialogue) — the ledger records only the content field names shown in 1.3"),
     ("1.3", "other relevant characteristics of the training data"),
     ("2.3", "purposes of the crawlers, where a source does not declare them"),
     ("2.3", "crawler behaviour towards robots.txt, paywalls and other access restrictions, where a source does not declare it"),
@@ -163,7 +163,7 @@ def summary(facts: VersionFacts, large_share: float = DEFAULT_LARGE_SHARE, top_d
         "text_size_band": size_band(facts.tokens),
         "estimated_text_tokens": facts.tokens,
         "content_bytes": facts.bytes,
-        "size_rule": f"tokens estimated as UTF-8 bytes of each row's canonical JSON content / {TOKEN_BYTES}, each row once",
+        "size_rule": f"UTF-8 bytes of each row's canonical JSON content / {TOKEN_BYTES}, each row once",
         "size_note": weighted_note,
         "types_of_content": None,
         "content_fields": facts.content_fields,
@@ -215,9 +215,9 @@ def summary(facts: VersionFacts, large_share: float = DEFAULT_LARGE_SHARE, top_d
         "modalities": ["text"] if crawled else [],
         "domains_counted": len(domains),
         "top_domains_rule": (
-            f"top {n_top} of {len(domains)} domains by content size"
+            f"the top {n_top} of {len(domains)} domains"
             + (" (10 %, at least one)" if top_domains is None else "")
-            + "; host of the row's URL-like url attribute, content field url or source key, without a leading www."
+            + "; a row's domain is the host of its URL-like url attribute, content field url or source key, without a leading www."
         ),
         "top_domains": [
             {"domain": d["domain"], "rows": d["rows"], "bytes": d["bytes"], "share_of_crawled_bytes": d["bytes"] / crawled_bytes if crawled_bytes else 0.0, "sources": d["sources"]}
@@ -247,6 +247,7 @@ def summary(facts: VersionFacts, large_share: float = DEFAULT_LARGE_SHARE, top_d
             if f"row attribute {attr}" not in m["declared_by"] and "source generator" not in m["declared_by"]:
                 m["rows"] += v["rows"]
             m["declared_by"].add(f"row attribute {attr}")
+            m["sources"] = sorted(set(m["sources"]) | set(v.get("example_sources") or []))
             teacher_rows += v["rows"]
     s25 = {
         "used": bool(synthetic) or bool(models),
@@ -438,7 +439,7 @@ def _markdown(doc: dict[str, Any]) -> str:
                 "",
                 md_table(["model", "rows", "declared by", "sources"], [[m["model"], f"{m['rows']:,}", m["declared_by"], m["sources"] or "—"] for m in s["generating_models"]], "lrll"),
             ]
-        out.append(f"- Links to public generating models: *{TBC}*")
+        out += ["", f"- Links to public generating models: *{TBC}*"]
 
     out += ["", "### 2.6 Other sources", "", f"- Used: {_yes(doc['2.6']['used'])}"]
     if doc["2.6"]["used"]:

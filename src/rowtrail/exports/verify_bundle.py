@@ -179,13 +179,10 @@ def load_json(data: bytes, what: str) -> Any:
         n = int(text)
         if -MAX_SAFE_INT <= n <= MAX_SAFE_INT:
             return n
-        try:
-            f = float(n)
-        except OverflowError:
-            f = math.inf
-        if math.isfinite(f) and int(f) == n:  # JCS writes e.g. the double 1e20 as 100000000000000000000
+        f = float(text)  # JCS writes e.g. the double 1e20 as 100000000000000000000: accept its own text
+        if math.isfinite(f) and number(f) == text:
             return f
-        raise Refused(f"{what}: the number {text} is not exactly a double")
+        raise Refused(f"{what}: the number {text} is neither a safe integer nor the RFC 8785 form of a double")
 
     def floating(text: str) -> float:
         f = float(text)
