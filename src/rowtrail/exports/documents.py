@@ -202,7 +202,7 @@ def gather(store: Store, version: Version, by: tuple[str, ...] = ()) -> VersionF
         snaps = sorted(r.get("snapshots") or [], key=_snapshot_order)
         rec = records.get(sid) or store.sources.get(sid)
         sources.append(SourceFacts(sid, rec, n, w, int(r.get("bytes") or 0), snaps, r.get("first"), r.get("last")))
-    stamps = [s.last_ingested for s in sources if s.last_ingested] + [s.record.refreshed_at for s in sources if s.record.refreshed_at]
+    stamps = [t for t in [*(s.last_ingested for s in sources), *(s.record.refreshed_at for s in sources)] if t is not None and _dated(t)]
     return VersionFacts(
         version=version,
         rows=int(content["row_count"]),
@@ -332,6 +332,17 @@ def _steps(version: Version) -> list[dict[str, Any]]:
 def _snapshot_order(snapshot: str) -> tuple[str, int]:
     base, _, n = snapshot.rpartition("@")
     return (base, int(n)) if n.isdigit() else (snapshot, 0)
+
+
+def _dated(stamp: str) -> bool:
+    """True for an RFC 3339 stamp or an ISO date (a free-text refreshed_at is left out)."""
+    import datetime as _dt
+
+    try:
+        _dt.date.fromisoformat(stamp[:10])
+        return True
+    except ValueError:
+        return False
 
 
 def _instant(stamp: str) -> str:
