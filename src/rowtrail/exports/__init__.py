@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from . import bundle, corpus, croissant, openlineage, prov  # noqa: F401  (registers bundle, parquet, jsonl, hf, croissant, openlineage, prov)
+from . import bundle, corpus, croissant, datacard, eu_ai_act, openlineage, prov, transparency  # noqa: F401  (registers every format)
 from .base import Exporter, ExportError, ExportExistsError, ExportResult, for_path, formats, get, register
 
 if TYPE_CHECKING:
