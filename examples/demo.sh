@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end demo on the small dataset in examples/demo/: sources, ingest with provenance, signed
 # versions, a diff, a trace, a why, inclusion and exclusion proofs, SQL, a pipeline of pinned steps
-# with row-level lineage and per-step monitoring, bisect, and verify.
+# with row-level lineage and per-step monitoring, bisect, verify, a consent opt-out with its signed
+# receipt, and the transparency table.
 # Runs in a fresh temporary store and key home (set ROWTRAIL_DEMO_DIR to keep them somewhere).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/demo" && pwd)"
@@ -54,4 +55,14 @@ step rowtrail export parquet v39 -o "$work/v39-corpus"
 # which change from v38 to v39 leaves fewer than 40 crawl pages? (a corpus test: exit 0 good, 1 bad)
 step rowtrail bisect v38 v39 --test "python3 has_crawl.py {corpus}" --pipeline pipeline.toml
 step rowtrail verify
+
+# v40: the crawl's site owner withdraws consent. The opt-out removes the pages and everything the
+# pipeline derived from them, commits, registers the request and signs a removal receipt.
+step rowtrail optout --source crawl-2024-09 --reason "site owner opt-out, ticket 17" --tag v40 \
+  --pipeline pipeline.toml -o "$work/receipt.json"
+step rowtrail check-receipt "$work/receipt.json"
+step rowtrail prove "$page" v40 --absent -o "$work/page-absent-v40.json"
+step rowtrail check-proof "$work/page-absent-v40.json"
+# the release's transparency table (also: --format csv|json, and eu-ai-act, datacard, croissant, prov, openlineage, bundle)
+step rowtrail export transparency v40
 printf '\nDemo store: %s (ROWTRAIL_STORE=%s ROWTRAIL_HOME=%s)\n' "$work" "$ROWTRAIL_STORE" "$ROWTRAIL_HOME"

@@ -28,4 +28,6 @@ def test_demo_script_runs_end_to_end(tmp_path):
     assert "first bad change: #3 add step 'dedupe-exact'" in out  # bisect names the step that empties the crawl
     assert "folded it into the kept duplicate" in out  # why, along the lineage (rewrite, then dedupe)
     assert "exported 251 rows of v39" in out
+    assert "OK: receipt opt-" in out and "exclusion proof verifies" in out  # the opt-out and its receipt
+    assert "# Transparency table: main@v40" in out
     assert "OK:" in out  # verify
