@@ -236,12 +236,12 @@ class Store:
 
         return apply(self, steps, corpus=corpus, monitor=monitor, dry_run=dry_run, progress=progress)
 
-    def optout(self, *, reason: str, source: str | None = None, key: str | None = None, content_hash: str | None = None, match: str | None = None, duplicates: str | None = None, corpus: str = "main", tag: str | None = None, sign: bool = True, steps: Any = None) -> dict[str, Any]:
+    def optout(self, *, reason: str, source: str | None = None, key: str | None = None, content_hash: str | None = None, match: str | None = None, duplicates: str | None = None, corpus: str = "main", tag: str | None = None, sign: bool = True, steps: Any = None, purge: bool = False) -> dict[str, Any]:
         """Remove a consent holder's rows and their descendants, commit, register the request and
         return the signed removal receipt (see ops/optout.py)."""
         from .ops.optout import optout
 
-        return optout(self, reason=reason, source=source, key=key, content_hash=content_hash, match=match, duplicates=duplicates, corpus=corpus, tag=tag, sign=sign, steps=steps)
+        return optout(self, reason=reason, source=source, key=key, content_hash=content_hash, match=match, duplicates=duplicates, corpus=corpus, tag=tag, sign=sign, steps=steps, purge=purge)
 
     def bisect(self, good: str, bad: str, *, test: Any, steps: Any = None, corpus: str = "main", keep: bool = False, log: Any = None) -> BisectReport:
         """Find the first change from version ``good`` to ``bad`` (a source's input rows, or a

@@ -122,3 +122,21 @@ def test_optout_with_a_user_function_pipeline_needs_the_steps(store):
     assert len(rt.open(store.path).state.entries) == n  # nothing written
     res = reopened.optout(source="traces", reason="x", steps=[steps.rewrite(strip_think, name="strip-think", field="response")])
     assert res["receipt"]["removed"]["rows"] == 12
+
+
+def test_purge_erases_the_content_and_the_store_still_verifies(store):
+    marker = b"t answer 3"
+    res = store.optout(source="traces", reason="erasure request", purge=True)
+    assert res["purged"]["rows"] == 12  # 6 inputs and their 6 rewrites
+    blobs = [p.read_bytes() for p in (store.path / "objects").rglob("*") if p.is_file()]
+    assert not any(marker in b for b in blobs)  # the text is gone from every object …
+    rep = store.verify()
+    assert rep.ok, rep.problems
+    assert any("purged" in n for n in rep.notes)
+    old = store.version("v1")
+    t = store.trace(res["removed_ids"][0])
+    assert t["content"] is None and t["provenance"]["source_id"] == "traces"  # … the provenance stays
+    table = store.rows(old.id, source="traces")
+    assert table.num_rows == 6 and "response" not in table.column_names  # rows of the old version, content erased
+    held = table.column("row_id")[0].as_py()
+    assert held in res["removed_ids"] and rt.verify_inclusion(store.prove(held, old.id))  # and still provably in it

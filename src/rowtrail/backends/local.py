@@ -115,6 +115,16 @@ class LocalBackend:
         _fsync_dir(dest.parent)
         return digest
 
+    def delete_object(self, digest: str) -> None:
+        """Erase an object's bytes (a purge: only after a journal entry stopped naming it as current)."""
+        path = self.object_path(digest)
+        try:
+            os.chmod(path, 0o644)
+            path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
+
     def read_bytes(self, digest: str) -> bytes:
         try:
             return self.object_path(digest).read_bytes()

@@ -25,6 +25,7 @@ def optout(
     no_sign: bool = typer.Option(False, "--no-sign", help="Commit and issue the receipt unsigned."),
     pipeline: Path | None = typer.Option(None, "--pipeline", help="The corpus's pipeline file, when its steps run user functions."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the signed receipt (DSSE envelope) here."),
+    purge: bool = typer.Option(False, "--purge", help="Also erase the removed rows' content from the store (signed tombstones keep ids and hashes)."),
     list_: bool = typer.Option(False, "--list", help="Show the opt-out register instead."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -51,7 +52,7 @@ def optout(
             from ..steps import load_pipeline
 
             steps = load_pipeline(pipeline)
-        res = op.optout(store, reason=reason, source=source, key=key, content_hash=content_hash, match=match, duplicates=dup, corpus=corpus, tag=tag, sign=not no_sign, steps=steps, progress=bar)
+        res = op.optout(store, reason=reason, source=source, key=key, content_hash=content_hash, match=match, duplicates=dup, corpus=corpus, tag=tag, sign=not no_sign, steps=steps, purge=purge, progress=bar)
     document: Any = res["envelope"] if res["envelope"] is not None else {"unsigned_receipt": res["receipt"]}
     if output is not None:
         output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -64,6 +65,8 @@ def optout(
         f"new version {res['version_id'][:12]}" + (f" ({tag})" if tag else ""),
         markup=False,
     )
+    if res.get("purged"):
+        render.out.print(f"purged the content of {res['purged']['rows']} row(s) from {res['purged']['segments']} content table(s)", markup=False)
     if rec["kept_duplicates"]["rows"]:
         render.out.print(f"kept {rec['kept_duplicates']['rows']} duplicate row(s) under other sources (--keep-duplicates)", markup=False)
     if output is not None:

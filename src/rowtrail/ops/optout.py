@@ -149,10 +149,12 @@ def optout(
     sign: bool = True,
     key_name: str | None = None,
     steps: Any = None,
+    purge: bool = False,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Remove the matching rows and their descendants, commit, register the request; returns the
-    receipt (``receipt``), its DSSE ``envelope`` (None when ``sign=False``) and the new version id."""
+    receipt (``receipt``), its DSSE ``envelope`` (None when ``sign=False``) and the new version id.
+    With ``purge``, the removed rows' content is also erased from the store (``purge_locked``)."""
     from .commit import commit_locked
 
     if not reason or not reason.strip():
@@ -239,7 +241,9 @@ def optout(
             state,
             {"kind": "receipt", "corpus": corpus, "request_id": request["id"], "receipt": receipt, "envelope": env_digest, "row_ids": ids_obj, "content_hashes": hashes_obj, "new_version": vid},
         )
-    return {"receipt": receipt, "envelope": envelope, "version_id": vid, "removed_ids": ids_hex(gone_sorted), "removed_content_hashes": ids_hex(absent[~still])}
+        purged = purge_locked(store, state, request, gone_sorted, signing_key) if purge else None
+    return {
+        "purged": purged,"receipt": receipt, "envelope": envelope, "version_id": vid, "removed_ids": ids_hex(gone_sorted), "removed_content_hashes": ids_hex(absent[~still])}
 
 
 def _gone(store: Store, old_rows: np.ndarray, new_rows: np.ndarray, removed_inputs: np.ndarray) -> np.ndarray:
@@ -339,3 +343,56 @@ def receipt_of(store: Store, request_id: str) -> dict[str, Any]:
             return {"receipt": e["receipt"], "envelope": env}
     raise RefError(f"no opt-out receipt for request '{request_id}'; see 'rowtrail optout --list'")
 
+
+
+PURGE_PREDICATE = "https://rowtrail.dev/attestation/purge/v1"
+
+
+def purge_locked(store: Store, state: State, request: dict[str, Any], row_ids: np.ndarray, signing_key: Any) -> dict[str, Any]:
+    """Erase the content of the given rows from every segment that holds them: each affected content
+    table is rewritten with those rows' ``content`` set to null, a tombstone table (row id, content
+    hash, reason) and a signed purge statement record what was erased, one ``purge`` journal entry
+    makes the new tables current, and the old tables' bytes are deleted. Provenance (ids, hashes,
+    source, key) is untouched, so every digest a version depends on still verifies."""
+    import pyarrow.parquet as pq
+
+    from ..segments import CONTENT_ROW_GROUP_ROWS, PARQUET_OPTS
+
+    changes = []
+    wanted = np.sort(row_ids.astype(ID_DTYPE))
+    for segment in list(state.segments):
+        ids = store.segment_column(segment.seg, "row_id")
+        pos = np.searchsorted(wanted, ids)
+        pos[pos >= len(wanted)] = 0
+        hit = np.flatnonzero(wanted[pos] == ids) if len(wanted) else np.empty(0, np.int64)
+        if not len(hit):
+            continue
+        table = pq.read_table(store.backend.object_path(segment.content))
+        erase = np.zeros(table.num_rows, dtype=bool)
+        erase[hit] = True
+        content = table.column("content").combine_chunks()
+        kept = pa.compute.if_else(pa.array(erase), pa.nulls(len(content), pa.string()), content)
+        new = table.set_column(table.schema.get_field_index("content"), pa.field("content", pa.string(), nullable=True), kept)
+        path = store.backend.new_tmp_path(".parquet")
+        pq.write_table(new, path, row_group_size=CONTENT_ROW_GROUP_ROWS, **PARQUET_OPTS)
+        new_digest = store.backend.put_file(path)
+        hashes = store.segment_column(segment.seg, "content_sha256")[hit]
+        tomb = pa.table(
+            {
+                "row_id": numpy_to_ids_column(ids[hit]),
+                "content_sha256": numpy_to_ids_column(hashes),
+                "reason": pa.array([f"purged by opt-out {request['id']}: {request['reason']}"] * len(hit)),
+            }
+        )
+        changes.append({"seg": segment.seg, "old_content": segment.content, "content": new_digest, "tombstones": _put_table(store, tomb), "rows": int(len(hit))})
+    statement = {
+        "_type": signing.STATEMENT_TYPE,
+        "subject": [{"name": f"purge:{request['id']}", "digest": {"sha256": hashlib.sha256(jcs(changes)).hexdigest()}}],
+        "predicateType": PURGE_PREDICATE,
+        "predicate": {"request": request, "segments": changes, "row_ids_root": merkle_root(wanted)},
+    }
+    envelope = store.backend.put_bytes(jcs(signing.sign_envelope(statement, signing_key))) if signing_key is not None else None
+    store._append(state, {"kind": "purge", "request_id": request["id"], "segments": changes, "envelope": envelope})
+    for c in changes:  # the erased bytes go; nothing references them as current any more
+        store.backend.delete_object(c["old_content"])
+    return {"segments": len(changes), "rows": int(sum(c["rows"] for c in changes)), "envelope": envelope}

@@ -94,7 +94,8 @@ def trace(store: Store, row_id: str) -> dict[str, Any]:
     segment = state.segments[seg]
     prov = read_provenance(store, seg, row)
     content_row = read_rows_at(str(store.backend.object_path(segment.content)), np.array([row]), columns=["content"])
-    content = orjson.loads(content_row.column("content")[0].as_py())
+    text = content_row.column("content")[0].as_py()
+    content = orjson.loads(text) if text is not None else None  # None: erased by a purge (provenance stays)
     source = state.sources[prov["source_id"]]
     ingest = state.ingests.get(prov.get("ingest_id") or segment.ingest_id, {})
     events = step_events(store, rid)

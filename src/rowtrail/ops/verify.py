@@ -113,6 +113,13 @@ def _referenced(state: State) -> dict[str, str]:
             for k in ("drops", "contents"):
                 if e.get(k):
                     refs[e[k]] = where
+        elif e["kind"] == "purge":
+            for c in e["segments"]:
+                refs[c["content"]] = where
+                if c.get("tombstones"):
+                    refs[c["tombstones"]] = where
+            if e.get("envelope"):
+                refs[e["envelope"]] = where
         elif e["kind"] == "receipt":
             for k in ("envelope", "row_ids", "content_hashes"):
                 if e.get(k):
@@ -360,7 +367,15 @@ def _check_rows(store: Store, rep: VerifyReport, label: str, recs: np.ndarray, s
         keys = prov.column("source_key").to_pylist()
         chs = [ch[i : i + 1].tobytes() for i in range(len(ch))]
         rids = [rid[i : i + 1].tobytes() for i in range(len(rid))]
-        got_ch = [sha(b).digest() for b in _utf8_values(cont.column("content"))]
+        content_col = cont.column("content")
+        erased = content_col.is_null().to_numpy(zero_copy_only=False) if content_col.null_count else None
+        if erased is not None:  # purged rows: their content is gone; each must be tombstoned
+            tomb_ids = _tombstoned(store, store.state, int(seg))
+            erased_ids = {rid[i : i + 1].tobytes() for i in np.flatnonzero(erased)}
+            if not erased_ids <= tomb_ids:
+                rep.problem(f"segment {int(seg)}", f"{len(erased_ids - tomb_ids)} row(s) have no content and no tombstone")
+            content_col = content_col.fill_null("")
+        got_ch = [sha(b).digest() for b in _utf8_values(content_col)]
         if derived:  # DESIGN format 4: rows a step created
             parents = ids_column_to_numpy(prov.column("parent_row_id"))
             steps_ = prov.column("step_id").to_pylist()
@@ -369,10 +384,22 @@ def _check_rows(store: Store, rep: VerifyReport, label: str, recs: np.ndarray, s
                 rep.problem(f"segment {int(seg)}", f"{label} holds rows derived by a step that is not in its pipeline")
         else:
             got_rid = [sha(jcs([s_, k, c.hex()])).digest() for s_, k, c in zip(sids, keys, chs)]
-        bad = sum(1 for a, b, c, d in zip(got_ch, chs, got_rid, rids) if a != b or c != d)
+        bad = sum(1 for k, (a, b, c, d) in enumerate(zip(got_ch, chs, got_rid, rids)) if (a != b and (erased is None or not erased[k])) or c != d)
         if bad:
             rep.problem(f"segment {int(seg)}", f"{bad} row(s) whose row id or content hash does not recompute")
         rep.checked["rows"] += len(at)
+
+
+def _tombstoned(store: Store, state: State, seg: int) -> set[bytes]:
+    out: set[bytes] = set()
+    for e in state.entries:
+        if e["kind"] == "purge":
+            for c in e["segments"]:
+                if c["seg"] == seg and c.get("tombstones"):
+                    t = pq.read_table(store.backend.object_path(c["tombstones"]), columns=["row_id"])
+                    ids = ids_column_to_numpy(t.column("row_id"))
+                    out.update(ids[i : i + 1].tobytes() for i in range(len(ids)))
+    return out
 
 
 def _utf8_values(col: pa.ChunkedArray) -> list[memoryview]:
@@ -432,8 +459,11 @@ def verify(
         only = set(refs)
     present = _check_objects(store, rep, only, progress)
     for digest, where in sorted(refs.items()):
-        if digest not in present:
+        if digest not in present and digest not in state.purged:
             rep.problem(f"object {digest}", f"missing (referenced by {where})")
+    if state.purged:
+        rep.checked["purged_tables"] = len(state.purged)
+        rep.notes.append(f"{len(state.purged)} content table(s) were purged (content erased, provenance kept); see the purge entries in the journal")
     if version is not None:
         targets = [state.resolve(version).version_id]
     else:

@@ -193,6 +193,8 @@ def content_table(texts: pa.Array | pa.ChunkedArray | list[str]) -> pa.Table:
         texts = texts.combine_chunks()
     if len(texts) == 0:
         return pa.table({})
+    if texts.null_count:  # rows whose content a purge erased: an object with no fields
+        texts = texts.fill_null("{}")
     blob = _lines(texts)
     opts = pajson.ReadOptions(block_size=max(blob.size + 1, 1 << 20))  # one block: one type inference
     try:

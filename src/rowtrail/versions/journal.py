@@ -6,13 +6,15 @@ Each line is the RFC 8785 canonical JSON of one entry::
 
 and an entry's digest is the SHA-256 of its line bytes (without the newline). Kinds: ``init``,
 ``source.add``, ``source.refresh``, ``source.import``, ``ingest``, ``remove``, ``pipeline``, ``commit``,
-``optout`` (an opt-out request: registered, and its removal staged) and ``receipt`` (its signed receipt).
+``optout`` (an opt-out request: registered, and its removal staged), ``receipt`` (its signed receipt),
+``purge`` (content erased: segments' content tables replaced) and ``policy`` (the admission policy).
 ``State`` is what the entries mean, replayed in order: sources, segments, versions, tags, corpus heads
 and what is staged for each corpus. Refs are never stored anywhere else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 from dataclasses import dataclass, field
@@ -62,6 +64,7 @@ class State:
     staged: dict[str, Staged] = field(default_factory=dict)
     pipelines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     monitors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    purged: dict[str, str] = field(default_factory=dict)  # erased content object → its replacement
 
     # -- replay ------------------------------------------------------------------------------------
     @classmethod
@@ -87,6 +90,11 @@ class State:
             self.ingests[e["ingest_id"]] = e
             self._add_segments(e)
             self.staged.setdefault(e["corpus"], Staged()).entries.append(e)
+        elif kind == "purge":  # erased content: the segment's current content table is the purged one
+            for c in e["segments"]:
+                old = self.segments[c["seg"]]
+                self.segments[c["seg"]] = dataclasses.replace(old, content=c["content"])
+                self.purged[c["old_content"]] = c["content"]
         elif kind in ("remove", "optout"):  # an opt-out stages its removal like ``rm`` does
             self.staged.setdefault(e["corpus"], Staged()).entries.append(e)
         elif kind == "pipeline":
