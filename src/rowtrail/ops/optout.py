@@ -358,7 +358,7 @@ def purge_locked(store: Store, state: State, request: dict[str, Any], row_ids: n
 
     from ..segments import CONTENT_ROW_GROUP_ROWS, PARQUET_OPTS
 
-    changes = []
+    changes: list[dict[str, Any]] = []
     wanted = np.sort(row_ids.astype(ID_DTYPE))
     for segment in list(state.segments):
         ids = store.segment_column(segment.seg, "row_id")
