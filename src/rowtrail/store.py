@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .ops.apply import ApplyReport
     from .ops.bisect import BisectReport
     from .ops.ingest import IngestReport
+    from .ops.runs import Run
     from .ops.verify import VerifyReport
     from .versions.version import Version
 
@@ -242,6 +243,18 @@ class Store:
         from .ops.optout import optout
 
         return optout(self, reason=reason, source=source, key=key, content_hash=content_hash, match=match, duplicates=duplicates, corpus=corpus, tag=tag, sign=sign, steps=steps, purge=purge)
+
+    def run(self, run_id: str) -> Run:
+        """A recorded training run (``rt.training.record``): its ledger and attribution."""
+        from .ops.runs import get
+
+        return get(self, run_id)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every training run recorded in the store, oldest first."""
+        from .ops.runs import run_entries, summary
+
+        return [summary(e) for e in run_entries(self)]
 
     def bisect(self, good: str, bad: str, *, test: Any, steps: Any = None, corpus: str = "main", keep: bool = False, log: Any = None) -> BisectReport:
         """Find the first change from version ``good`` to ``bad`` (a source's input rows, or a

@@ -528,6 +528,7 @@ from . import export as _export  # noqa: E402
 from . import optout as _optout  # noqa: E402
 from . import pipeline as _pipeline  # noqa: E402
 from . import policy as _policy  # noqa: E402
+from . import runs as _runs  # noqa: E402
 from . import sources as _sources  # noqa: E402  (registers the 'source' command group)
 
 app.command("apply")(_pipeline.apply)
@@ -538,6 +539,9 @@ app.command("export")(_export.export)
 app.command("optout")(_optout.optout)
 app.command("check-receipt")(_optout.check_receipt)
 app.add_typer(_policy.app, name="policy")
+app.command("runs")(_runs.runs)
+app.add_typer(_runs.app, name="run")
+app.command("attribute")(_runs.attribute)
 
 app.add_typer(_sources.app, name="source")
 

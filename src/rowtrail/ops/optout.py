@@ -230,6 +230,14 @@ def optout(
             },
             "kept_duplicates": {"rows": kept_twins, "content_hashes": int(still.sum())},
         }
+        from .runs import run_entries
+
+        consumed_by = []
+        for run in run_entries(store):
+            t = _run_steps(store, run)
+            if t is not None and np.isin(t, gone_sorted).any():
+                consumed_by.append({"run_id": run["run_id"], "version_id": run["version_id"], "rows": int(np.isin(t, gone_sorted).sum())})
+        receipt["runs_that_consumed"] = consumed_by
         ids_obj = store.backend.put_bytes(gone_sorted.tobytes())
         hashes_obj = store.backend.put_bytes(absent[~still].tobytes())
         envelope = None
@@ -259,6 +267,15 @@ def _gone(store: Store, old_rows: np.ndarray, new_rows: np.ndarray, removed_inpu
     keys = _column(store, gone_recs, "source_key")
     derived = np.array([(s, k) in pairs for s, k in zip(src, keys)], dtype=bool)
     return gone_recs["id"][direct | derived].astype(ID_DTYPE)
+
+
+def _run_steps(store: Store, run: dict[str, Any]) -> np.ndarray | None:
+    import pyarrow.parquet as pq
+
+    digest = (run.get("tables") or {}).get("steps")
+    if not digest:
+        return None
+    return ids_column_to_numpy(pq.read_table(store.backend.object_path(digest), columns=["row_id"]).column("row_id"))
 
 
 def receipt_statement(receipt: dict[str, Any]) -> dict[str, Any]:

@@ -84,6 +84,7 @@ def read_provenance(store: Store, seg: int, row: int) -> dict[str, Any]:
 
 def trace(store: Store, row_id: str) -> dict[str, Any]:
     from .lineage import ancestors, descendants, step_events
+    from .runs import runs_consuming
 
     rid = normalize_id(row_id)
     state = store.state
@@ -136,5 +137,5 @@ def trace(store: Store, row_id: str) -> dict[str, Any]:
         "drops": drops,  # ingest supersessions and staged removals (step drops are under "steps")
         "lineage": lineage,  # ingest-level edges (supersession)
         "versions": versions,
-        "runs": [],
+        "runs": runs_consuming(store, row=rid),
     }

@@ -113,6 +113,10 @@ def _referenced(state: State) -> dict[str, str]:
             for k in ("drops", "contents"):
                 if e.get(k):
                     refs[e[k]] = where
+        elif e["kind"] == "run":
+            for digest in (e.get("tables") or {}).values():
+                if digest:
+                    refs[digest] = where
         elif e["kind"] == "purge":
             for c in e["segments"]:
                 refs[c["content"]] = where

@@ -7,7 +7,8 @@ Each line is the RFC 8785 canonical JSON of one entry::
 and an entry's digest is the SHA-256 of its line bytes (without the newline). Kinds: ``init``,
 ``source.add``, ``source.refresh``, ``source.import``, ``ingest``, ``remove``, ``pipeline``, ``commit``,
 ``optout`` (an opt-out request: registered, and its removal staged), ``receipt`` (its signed receipt),
-``purge`` (content erased: segments' content tables replaced) and ``policy`` (the admission policy).
+``purge`` (content erased: segments' content tables replaced), ``policy`` (the admission policy) and
+``run`` (a training run's ledger, bound to a version).
 ``State`` is what the entries mean, replayed in order: sources, segments, versions, tags, corpus heads
 and what is staged for each corpus. Refs are never stored anywhere else.
 """

@@ -1,0 +1,239 @@
+"""Runs: training runs bound to a corpus version, with their training-dynamics ledger.
+
+A run is recorded by ``rt.training.record`` (or registered from outside with ``rowtrail run record``)
+and saved in one ``run`` journal entry naming Parquet tables:
+
+- ``steps``: ``step``, ``position`` (in the batch), ``row_id``, ``weight`` — which rows each optimizer
+  step consumed;
+- ``step_meta``: ``step``, ``lr``, ``loss``, ``batch_size``;
+- ``groups``: ``step``, ``group``, ``delta_norm`` (‖Δθ_G‖), ``update_sq`` (‖Δθ_G‖²);
+- ``contributions``: ``step``, ``row_id``, ``group``, ``dot`` (⟨g_i, Δθ_G⟩: the example's gradient
+  against the group's actual update), ``grad_norm`` (‖g_i‖).
+
+Group attribution ranks rows by their share of a group's update: with the batch loss a mean, the
+batch gradient is Σ_i g_i, so Σ_i ⟨g_i, Δθ_G⟩ = ⟨∇L, Δθ_G⟩; a row's **contribution** to the update is
+``−lr · dot`` (under plain SGD the contributions of a step sum to ‖Δθ_G‖² exactly; under Adam or
+momentum the actual update is used, so contributions still sum to −lr·⟨∇L, Δθ_G⟩, which is no longer
+‖Δθ_G‖² — see docs/spec.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import RefError
+from ..hashing import ID_DTYPE, ids_from_hex, ids_hex
+from ..segments import ids_column_to_numpy
+from ..versions.journal import now_rfc3339
+from .ingest import _put_table
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+TABLES = ("steps", "step_meta", "groups", "contributions")
+
+
+def save_run(
+    store: Store,
+    *,
+    version: str,
+    corpus: str = "main",
+    config: dict[str, Any] | None = None,
+    steps: pa.Table,
+    step_meta: pa.Table | None = None,
+    groups: pa.Table | None = None,
+    contributions: pa.Table | None = None,
+    started_at: str | None = None,
+    finished_at: str | None = None,
+    code: str | None = None,
+    source: str = "recorder",
+) -> str:
+    """Store a run's ledger and journal it; returns the run id."""
+    info = store.state.resolve(version, corpus)
+    run_id = "run-" + secrets.token_hex(8)
+    digests = {}
+    for name, table in (("steps", steps), ("step_meta", step_meta), ("groups", groups), ("contributions", contributions)):
+        digests[name] = _put_table(store, table) if table is not None and table.num_rows else None
+    consumed = ids_column_to_numpy(steps.column("row_id")) if steps.num_rows else np.empty(0, ID_DTYPE)
+    distinct = np.unique(consumed)
+    outside = distinct[~np.isin(distinct, store.version_rows(info.version_id)["id"])]
+    with store._write() as state:
+        store._append(
+            state,
+            {
+                "kind": "run",
+                "run_id": run_id,
+                "version_id": info.version_id,
+                "corpus": info.corpus,
+                "config": config or {},
+                "code": code,
+                "source": source,
+                "started_at": started_at,
+                "finished_at": finished_at or now_rfc3339(),
+                "tables": digests,
+                "steps": int(steps.column("step").to_numpy().max() + 1) if steps.num_rows else 0,
+                "rows_consumed": int(len(consumed)),
+                "distinct_rows": int(len(distinct)),
+                "rows_outside_version": int(len(outside)),
+                "consumed_digest": hashlib.sha256(np.sort(distinct).tobytes()).hexdigest(),
+            },
+        )
+    return run_id
+
+
+def record_external(store: Store, version: str, config: dict[str, Any], row_ids: list[str], corpus: str = "main") -> str:
+    """Register a run made outside the recorder, with the rows it consumed (one step)."""
+    try:
+        ids = ids_from_hex([r.strip().lower() for r in row_ids if r.strip()])
+    except ValueError as exc:
+        raise RefError(f"bad row id: {exc}") from None
+    steps = pa.table(
+        {
+            "step": pa.array(np.zeros(len(ids), np.int64)),
+            "position": pa.array(np.arange(len(ids), dtype=np.int32)),
+            "row_id": pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), len(ids), [None, pa.py_buffer(ids.tobytes())]),
+            "weight": pa.array(np.ones(len(ids))),
+        }
+    )
+    return save_run(store, version=version, corpus=corpus, config=config, steps=steps, source="external")
+
+
+def run_entries(store: Store) -> list[dict[str, Any]]:
+    return [e for e in store.state.entries if e["kind"] == "run"]
+
+
+def _table(store: Store, entry: dict[str, Any], name: str) -> pa.Table | None:
+    digest = (entry.get("tables") or {}).get(name)
+    return pq.read_table(store.backend.object_path(digest)) if digest else None
+
+
+def runs_consuming(store: Store, *, row: str | None = None, source: str | None = None) -> list[dict[str, Any]]:
+    """Runs (with the steps) that consumed a row, or any row of a source."""
+    out = []
+    if row is not None:
+        probe = ids_from_hex([row.strip().lower()])[0]
+    for e in run_entries(store):
+        t = _table(store, e, "steps")
+        if t is None:
+            continue
+        ids = ids_column_to_numpy(t.column("row_id"))
+        if row is not None:
+            hit = ids == probe
+        else:
+            from .remove import rows_of_source
+
+            recs = store.version_rows(e["version_id"])
+            mine = recs["id"][rows_of_source(store, recs, source)] if source is not None else recs["id"]
+            hit = np.isin(ids, mine)
+        if hit.any():
+            steps = np.unique(t.column("step").to_numpy()[hit])
+            out.append({"run_id": e["run_id"], "version_id": e["version_id"], "finished_at": e["finished_at"], "rows": int(hit.sum()), "steps": steps.tolist()[:1000], "step_count": int(len(steps))})
+    return out
+
+
+def summary(e: dict[str, Any]) -> dict[str, Any]:
+    return {k: e.get(k) for k in ("run_id", "version_id", "corpus", "source", "started_at", "finished_at", "steps", "rows_consumed", "distinct_rows", "rows_outside_version", "config", "code")}
+
+
+@dataclass
+class Run:
+    """A recorded training run: its ledger, and attribution over it."""
+
+    store: Store
+    entry: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.entry["run_id"])
+
+    def table(self, name: str) -> pa.Table | None:
+        if name not in TABLES:
+            raise ValueError(f"a run has tables {', '.join(TABLES)}")
+        return _table(self.store, self.entry, name)
+
+    def attribute(self, group: str | None = None, *, steps: tuple[int, int] | None = None, top: int = 20, by: str = "row", **kwargs: Any) -> dict[str, Any]:
+        """Rows (or sources, ``by="source"``) ranked by their contribution to a parameter group's
+        update (−lr·⟨g_i, Δθ_G⟩ summed over the steps), with their provenance."""
+        if kwargs:
+            raise NotImplementedError("test-example attribution (model=, test_inputs=) is not in this build; use group=")
+        contrib = self.table("contributions")
+        meta = self.table("step_meta")
+        if contrib is None or meta is None:
+            raise RefError(f"run {self.id} recorded no contributions (a run registered from outside has only the rows it consumed)")
+        groups = sorted(set(contrib.column("group").to_pylist()))
+        if group is None:
+            if len(groups) != 1:
+                raise RefError(f"run {self.id} has groups {', '.join(groups)}; name one with group=")
+            group = groups[0]
+        if group not in groups:
+            raise RefError(f"run {self.id} has no group '{group}'; its groups: {', '.join(groups)}")
+        mask = pa.compute.equal(contrib.column("group"), group)
+        t = contrib.filter(mask)
+        step = t.column("step").to_numpy()
+        if steps is not None:
+            keep = (step >= steps[0]) & (step < steps[1])
+            t, step = t.filter(pa.array(keep)), step[keep]
+        lr = dict(zip(meta.column("step").to_pylist(), meta.column("lr").to_pylist()))
+        share = -np.array([lr[s] for s in step.tolist()]) * t.column("dot").to_numpy()
+        ids = ids_column_to_numpy(t.column("row_id"))
+        uniq, inv = np.unique(ids, return_inverse=True)
+        total_by_row = np.bincount(inv, weights=share, minlength=len(uniq))
+        grp = self.table("groups")
+        update_sq = 0.0
+        if grp is not None:
+            g = grp.filter(pa.compute.equal(grp.column("group"), group))
+            gs = g.column("step").to_numpy()
+            sel = np.ones(len(gs), bool) if steps is None else (gs >= steps[0]) & (gs < steps[1])
+            update_sq = float(g.column("update_sq").to_numpy()[sel].sum())
+        if by == "source":
+            _, src, names = self.store.gather(self._records(uniq), want_sources=True)
+            per = np.bincount(src, weights=total_by_row, minlength=len(names))
+            order = np.argsort(-per)[:top]
+            return {"run_id": self.id, "group": group, "by": "source", "total": float(total_by_row.sum()), "update_sq": update_sq, "top": [{"source_id": names[i], "contribution": float(per[i])} for i in order]}
+        order = np.argsort(-total_by_row)[:top]
+        top_ids = uniq[order]
+        hexes = ids_hex(top_ids)
+        recs = self._records(top_ids)
+        _, src, names = self.store.gather(recs, want_sources=True)
+        out = []
+        for k, rid in enumerate(hexes):
+            sid = names[src[k]] if len(names) else None
+            source = self.store.state.sources.get(sid) if sid else None
+            from .policy import row_admission
+
+            adm = row_admission(self.store, self.entry["version_id"], sid) if sid else None
+            out.append(
+                {
+                    "row_id": rid,
+                    "contribution": float(total_by_row[order[k]]),
+                    "source_id": sid,
+                    "license": source.license if source else None,
+                    "legal_basis": source.legal_basis if source else None,
+                    "admitted_by": adm.get("rule") if adm else None,
+                    "classification": adm.get("classification") if adm else None,
+                }
+            )
+        return {"run_id": self.id, "group": group, "by": "row", "total": float(total_by_row.sum()), "update_sq": update_sq, "top": out}
+
+    def _records(self, ids: np.ndarray) -> np.ndarray:
+        recs = self.store.version_rows(self.entry["version_id"])
+        pos = np.searchsorted(recs["id"], ids)
+        pos[pos >= len(recs)] = 0
+        found = recs["id"][pos] == ids
+        if not found.all():
+            raise RefError(f"{int((~found).sum())} row(s) the run consumed are not in its version")
+        return recs[pos]
+
+
+def get(store: Store, run_id: str) -> Run:
+    for e in run_entries(store):
+        if e["run_id"] == run_id or (len(run_id) >= 8 and e["run_id"].startswith(run_id)):
+            return Run(store, e)
+    raise RefError(f"no run '{run_id}'; see 'rowtrail runs'")
