@@ -351,7 +351,7 @@ STEP_CHOICES = {
 }
 
 
-@settings(max_examples=int(os.environ.get("ROWTRAIL_HYPOTHESIS_EXAMPLES", "12")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("ROWTRAIL_HYPOTHESIS_EXAMPLES", "12")), deadline=None, derandomize="ROWTRAIL_HYPOTHESIS_EXAMPLES" not in os.environ, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_every_parent_is_accounted_for_in_random_pipelines(store, data):
     names = data.draw(st.lists(st.sampled_from(sorted(STEP_CHOICES)), min_size=1, max_size=4, unique=True))
