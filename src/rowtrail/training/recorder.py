@@ -1,0 +1,530 @@
+"""The training-dynamics recorder: per optimizer step, which rows went in and what each did to the
+update of each parameter group.
+
+Contract. Inside ``with record(store, version, model, optimizer) as rec:`` the user calls
+``rec.step(row_ids)`` once after every ``optimizer.step()``, with one row id per example of the batch,
+in batch order. Per step the recorder keeps:
+
+- the row ids (64 hex digits or 32 raw bytes) and their weights (1.0 unless given);
+- the learning rate of the optimizer's first parameter group, read just before the step (so a
+  scheduler stepped before ``rec.step`` does not shift it), and the loss if given;
+- per group G: ‖Δθ_G‖ and ‖Δθ_G‖², where Δθ_G is the group's actual update (parameters after the
+  step minus a snapshot taken by an optimizer step pre-hook);
+- per example i and group G: ``dot`` = ⟨g_i, Δθ_G⟩ and ``grad_norm`` = ‖g_i‖, where g_i is the
+  example's gradient restricted to G.
+
+Per-example gradients. The batch loss must be the **mean** over examples (``reduction="mean"``; over
+tokens too for sequences): then g_i is the example's share of the batch gradient, Σ_i g_i = ∇L, and
+
+    Σ_i ⟨g_i, Δθ_G⟩ = ⟨∇L, Δθ_G⟩                      for any optimizer.
+
+Under plain SGD (no momentum, no weight decay) Δθ_G = −lr·∇_G L, so Σ_i dot = −‖Δθ_G‖²/lr, exactly up
+to rounding. Under Adam, momentum or weight decay the update is not −lr·∇L; ``dot`` is always taken
+against the *actual* update, so the first identity still holds and the second does not.
+
+g_i is never formed. For an ``nn.Linear`` with input a_i (T×in, T = 1 without a token axis) and output
+gradient γ_i (T×out), caught by a forward hook and a hook on the output tensor, the weight's per-example
+gradient is Σ_t γ_it a_itᵀ, so ⟨g_i, ΔW⟩ = Σ_t γ_itᵀ ΔW a_it (one matmul, the cost of the layer's
+forward pass) and ‖g_i‖² = Σ_{t,s} (a_it·a_is)(γ_it·γ_is) (Gram matrices; for T = 1, ‖a_i‖²‖γ_i‖²; when
+T·(in+out) > in·out the per-example gradients are formed in chunks instead); the bias adds
+⟨Σ_t γ_it, Δb⟩ and ‖Σ_t γ_it‖². A Linear applied several times in one forward pass (shared weights) has
+its calls joined along the token axis; several forward/backward passes before one optimizer step
+(gradient accumulation) are joined along the batch axis, in call order.
+
+Parameters outside ``nn.Linear`` layers (embeddings, norms, convolutions) and Linear weights also used
+elsewhere (tied weights) are **not traced in this slice**: their update counts in the group's ‖Δθ_G‖,
+but not in ``dot``/``grad_norm``; the run's config lists them under ``untraced``. A group with no
+traced parameter has no contribution rows. ``torch.cuda.amp.GradScaler`` is not supported yet: the
+captured output gradients would carry the loss scale, and a skipped step makes ``rec.step`` refuse.
+
+Cost. Per step: one copy of the grouped parameters before the update and two passes after it
+(Δθ, norms); per traced Linear one matmul the size of its forward pass (ΔWᵀγ for every example), plus
+the Gram matrices when T > 1. Per-step results stay on the device until the run is saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from ..errors import RefError
+from ..hashing import ID_DTYPE, jcs
+from ..segments import ids_column_to_numpy, numpy_to_ids_column
+from ..versions.journal import now_rfc3339
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from ..versions.version import Version
+
+DISABLE_ENV = "ROWTRAIL_DISABLED"
+_TRUE = {"1", "true", "yes", "on"}
+# Per-example gradients of one Linear formed at once when the Gram route is dearer: elements per chunk.
+_MATERIALIZE_CHUNK = 1 << 24
+
+
+def disabled_by_env() -> bool:
+    return os.environ.get(DISABLE_ENV, "").strip().lower() in _TRUE
+
+
+class _Traced:
+    """One ``nn.Linear`` whose parameters (or some of them) belong to groups: its captured calls."""
+
+    __slots__ = ("name", "module", "weight_group", "bias_group", "calls")
+
+    def __init__(self, name: str, module: nn.Linear, weight_group: int | None, bias_group: int | None):
+        self.name = name
+        self.module = module
+        self.weight_group = weight_group
+        self.bias_group = bias_group
+        self.calls: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (call order, input, output grad)
+
+
+class Recorder:
+    """Records a training run's ledger; use as a context manager (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        version: str | Version,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        groups: Mapping[str, Sequence[str]] | None = None,
+        corpus: str = "main",
+        config: Mapping[str, Any] | None = None,
+        enabled: bool | None = None,
+    ):
+        self.enabled = (not disabled_by_env()) if enabled is None else bool(enabled)
+        self.run_id: str | None = None
+        self.steps = 0
+        self.store = store
+        self.model = model
+        self.optimizer = optimizer
+        self.corpus = corpus
+        self._handles: list[Any] = []
+        self._entered = False
+        if not self.enabled:
+            return
+        self.version_id = version.id if hasattr(version, "id") and not isinstance(version, str) else store.version(str(version), corpus=corpus).id
+        self.user_config = dict(config or {})
+        try:
+            jcs(self.user_config)
+        except Exception as exc:
+            raise ValueError(f"config= must be JSON (string keys; numbers, strings, lists, objects; no NaN): {exc}") from None
+        self._resolve_groups(groups)
+        self._started_at: str | None = None
+        self._reset_ledger()
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def _resolve_groups(self, spec: Mapping[str, Sequence[str]] | None) -> None:
+        model = self.model
+        in_optimizer = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        named = dict(model.named_parameters())
+        trainable = {n for n, p in named.items() if p.requires_grad and id(p) in in_optimizer}
+        modules = dict(model.named_modules())
+        if spec is None:
+            spec = {}
+            for child, mod in model.named_children():
+                own = [f"{child}.{n}" for n, _ in mod.named_parameters()]
+                if any(n in trainable for n in own):
+                    spec[child] = own
+            for n, _ in model.named_parameters(recurse=False):
+                if n in trainable:
+                    spec[n] = [n]
+        owner: dict[str, str] = {}
+        resolved: dict[str, list[str]] = {}
+        for gname, members in spec.items():
+            if isinstance(members, str):
+                members = [members]
+            names: list[str] = []
+            for m in members:
+                if m in named:
+                    names.append(m)
+                elif m in modules:
+                    prefix = f"{m}." if m else ""
+                    names.extend(prefix + n for n, _ in modules[m].named_parameters())
+                else:
+                    raise ValueError(f"group {gname!r}: {m!r} is neither a parameter nor a module of {type(model).__name__}; see model.named_parameters() / named_modules()")
+            names = [n for n in dict.fromkeys(names) if n in trainable]
+            if not names:
+                raise ValueError(f"group {gname!r} has no trainable parameter that the optimizer updates")
+            for n in names:
+                if n in owner:
+                    raise ValueError(f"parameter {n!r} is in groups {owner[n]!r} and {gname!r}; a parameter belongs to one group")
+                owner[n] = gname
+            resolved[str(gname)] = names
+        if not resolved:
+            raise ValueError("the model has no trainable parameters that the optimizer updates")
+        self.group_names = list(resolved)
+        self.group_params = resolved
+        gindex = {g: k for k, g in enumerate(self.group_names)}
+        self._params = [named[n] for g in self.group_names for n in resolved[g]]
+        self._param_group = [gindex[g] for g in self.group_names for _ in resolved[g]]
+        slot = {id(p): k for k, p in enumerate(self._params)}
+        self._slot = slot
+
+        # Tied parameters (one tensor under several module names) get gradient from several places.
+        uses: dict[int, int] = {}
+        for _, p in model.named_parameters(remove_duplicate=False):
+            uses[id(p)] = uses.get(id(p), 0) + 1
+        self._traced: list[_Traced] = []
+        traced_params: set[int] = set()
+        for mname, mod in model.named_modules():
+            if not isinstance(mod, nn.Linear):
+                continue
+            wg = bg = None
+            if id(mod.weight) in slot and uses[id(mod.weight)] == 1:
+                wg = self._param_group[slot[id(mod.weight)]]
+                traced_params.add(id(mod.weight))
+            if mod.bias is not None and id(mod.bias) in slot and uses[id(mod.bias)] == 1:
+                bg = self._param_group[slot[id(mod.bias)]]
+                traced_params.add(id(mod.bias))
+            if wg is not None or bg is not None:
+                self._traced.append(_Traced(mname, mod, wg, bg))
+        self.untraced = {g: [n for n in resolved[g] if id(named[n]) not in traced_params] for g in self.group_names}
+        self._contrib_groups = [k for k, g in enumerate(self.group_names) if len(self.untraced[g]) < len(resolved[g])]
+
+    def _reset_ledger(self) -> None:
+        self._ids: list[bytes] = []
+        self._weights: list[np.ndarray] = []
+        self._lrs: list[float] = []
+        self._losses: list[Any] = []
+        self._update_sq: list[torch.Tensor] = []
+        self._dots: list[torch.Tensor] = []
+        self._norm_sq: list[torch.Tensor] = []
+        self._opt_steps = 0
+        self._lr = math.nan
+        self._calls = 0
+
+    def __enter__(self) -> Recorder:
+        if self._entered:
+            raise RuntimeError("a Recorder records one run; call rt.training.record(...) again for another")
+        self._entered = True
+        if not self.enabled:
+            return self
+        self._started_at = now_rfc3339()
+        with torch.no_grad():
+            self._snapshot = [p.detach().clone() for p in self._params]
+        self._handles.append(self.optimizer.register_step_pre_hook(self._before_step))
+        for k, tr in enumerate(self._traced):
+            self._handles.append(tr.module.register_forward_hook(self._forward_hook(k)))
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._remove_hooks()
+        if not self.enabled:
+            return None
+        if exc_type is not None:  # nothing of a failed run is written; the exception propagates
+            self._discard()
+            return None
+        if self._opt_steps:
+            warnings.warn(f"{self._opt_steps} optimizer step(s) after the last rec.step() were not recorded (call rec.step(row_ids) after each optimizer.step())", stacklevel=2)
+        try:
+            self.run_id = self._save()
+        finally:
+            self._discard()
+        return None
+
+    def _remove_hooks(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _discard(self) -> None:
+        self._snapshot = []
+        for tr in self._traced:
+            tr.calls.clear()
+        self._reset_ledger()
+
+    # -- hooks -------------------------------------------------------------------------------------
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._opt_steps += 1
+        if self._opt_steps > 1:
+            return  # rec.step will refuse: the snapshot must stay the one before the first update
+        self._lr = float(optimizer.param_groups[0]["lr"])
+        with torch.no_grad():
+            for buf, p in zip(self._snapshot, self._params):
+                buf.copy_(p)
+
+    def _forward_hook(self, k: int) -> Callable[..., None]:
+        sink = self._traced[k].calls
+
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            if not torch.is_grad_enabled() or not isinstance(output, torch.Tensor) or not output.requires_grad:
+                return
+            a = inputs[0].detach()
+            order = self._calls
+            self._calls += 1
+
+            def on_grad(g: torch.Tensor) -> None:
+                sink.append((order, a, g.detach()))
+
+            output.register_hook(on_grad)
+
+        return hook
+
+    # -- per step ----------------------------------------------------------------------------------
+    def step(self, row_ids: Any, weights: Any = None, loss: Any = None) -> None:
+        """Record the optimizer step just taken: the batch's row ids (one per example, in batch
+        order), optional per-row weights and the loss."""
+        if not self.enabled:
+            return
+        if not self._handles:
+            raise RuntimeError("rec.step() outside the 'with rt.training.record(...) as rec:' block")
+        if self._opt_steps != 1:
+            n_steps, self._opt_steps = self._opt_steps, 0
+            for tr in self._traced:
+                tr.calls.clear()
+            if n_steps == 0:
+                raise RuntimeError("rec.step() with no optimizer.step() since the last one; call it after optimizer.step()")
+            raise RuntimeError(f"{n_steps} optimizer steps since the last rec.step(); call rec.step(row_ids) after each optimizer.step()")
+        ids = row_ids_bytes(row_ids)
+        n = len(ids) // 32
+        w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+        if len(w) != n:
+            raise ValueError(f"rec.step got {n} row ids and {len(w)} weights")
+        if not np.isfinite(w).all():
+            raise ValueError("rec.step: weights must be finite")
+        try:
+            dots, norm_sq, update_sq = self._contributions(n)
+        finally:
+            self._opt_steps = 0
+            for tr in self._traced:
+                tr.calls.clear()
+        self._ids.append(ids)
+        self._weights.append(w)
+        self._lrs.append(self._lr)
+        self._losses.append(loss.detach() if isinstance(loss, torch.Tensor) else (None if loss is None else float(loss)))
+        self._update_sq.append(update_sq)
+        self._dots.append(dots)
+        self._norm_sq.append(norm_sq)
+        self.steps += 1
+
+    @torch.no_grad()
+    def _contributions(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        delta = self._snapshot
+        for buf, p in zip(delta, self._params):
+            torch.sub(p.detach(), buf, out=buf)  # the snapshot buffer now holds Δθ
+        update_sq = torch.zeros(len(self.group_names), dtype=torch.float64, device=delta[0].device)
+        for buf, k in zip(delta, self._param_group):
+            # float32 cascade summation is accurate here; a float64 reduction is ~30x slower on CPU
+            update_sq[k] += torch.linalg.vector_norm(buf).double() ** 2
+        dots = torch.zeros(n, len(self.group_names), dtype=torch.float64, device=delta[0].device)
+        norm_sq = torch.zeros_like(dots)
+        for tr in self._traced:
+            if not tr.calls:
+                continue  # not used in this batch: its per-example gradients are zero
+            a, g = _joined(tr, n)
+            mod = tr.module
+            if tr.weight_group is not None:
+                dw = delta[self._slot[id(mod.weight)]]
+                d, s = _linear_weight(a, g, dw)
+                dots[:, tr.weight_group] += d
+                norm_sq[:, tr.weight_group] += s
+            if tr.bias_group is not None:
+                db = delta[self._slot[id(mod.bias)]]
+                gs = g.sum(1)
+                dots[:, tr.bias_group] += (gs @ db.to(gs.dtype)).double()
+                norm_sq[:, tr.bias_group] += torch.sum(gs * gs, 1).double()
+        return dots[:, self._contrib_groups], norm_sq[:, self._contrib_groups], update_sq
+
+    # -- saving ------------------------------------------------------------------------------------
+    def _save(self) -> str:
+        from ..ops.runs import save_run
+
+        tables = self.tables()
+        return save_run(
+            self.store,
+            version=self.version_id,
+            corpus=self.corpus,
+            config=self.run_config(),
+            started_at=self._started_at,
+            finished_at=now_rfc3339(),
+            code=model_code_sha256(self.model),
+            **tables,
+        )
+
+    def tables(self) -> dict[str, pa.Table]:
+        """The ledger so far as the Arrow tables ``save_run`` takes."""
+        n_steps = len(self._ids)
+        sizes = np.array([len(b) // 32 for b in self._ids], dtype=np.int64)
+        step_of_row = np.repeat(np.arange(n_steps, dtype=np.int64), sizes)
+        ids = np.frombuffer(b"".join(self._ids), dtype=ID_DTYPE)
+        position = (np.arange(len(ids), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)).astype(np.int32)
+        steps = pa.table(
+            {
+                "step": pa.array(step_of_row, pa.int64()),
+                "position": pa.array(position, pa.int32()),
+                "row_id": numpy_to_ids_column(ids),
+                "weight": pa.array(np.concatenate(self._weights) if self._weights else np.empty(0), pa.float64()),
+            }
+        )
+        losses = [None if x is None else float(x) for x in self._losses]
+        step_meta = pa.table(
+            {
+                "step": pa.array(np.arange(n_steps, dtype=np.int64), pa.int64()),
+                "lr": pa.array(np.array(self._lrs, dtype=np.float64), pa.float64()),
+                "loss": pa.array(losses, pa.float64()),
+                "batch_size": pa.array(sizes.astype(np.int32), pa.int32()),
+            }
+        )
+        n_groups = len(self.group_names)
+        update_sq = torch.stack(self._update_sq).cpu().numpy().reshape(-1) if self._update_sq else np.empty(0)
+        groups = pa.table(
+            {
+                "step": pa.array(np.repeat(np.arange(n_steps, dtype=np.int64), n_groups), pa.int64()),
+                "group": _strings(self.group_names, np.tile(np.arange(n_groups, dtype=np.int32), n_steps)),
+                "delta_norm": pa.array(np.sqrt(update_sq), pa.float64()),
+                "update_sq": pa.array(update_sq, pa.float64()),
+            }
+        )
+        names = [self.group_names[k] for k in self._contrib_groups]
+        n_c = len(names)
+        dots = torch.cat(self._dots).cpu().numpy().reshape(-1) if self._dots else np.empty(0)
+        norm_sq = torch.cat(self._norm_sq).cpu().numpy().reshape(-1) if self._norm_sq else np.empty(0)
+        contributions = pa.table(
+            {
+                "step": pa.array(np.repeat(step_of_row, n_c), pa.int64()),
+                "row_id": numpy_to_ids_column(np.repeat(ids, n_c)),
+                "group": _strings(names, np.tile(np.arange(n_c, dtype=np.int32), len(ids))),
+                "dot": pa.array(dots, pa.float64()),
+                "grad_norm": pa.array(np.sqrt(norm_sq), pa.float64()),
+            }
+        )
+        return {"steps": steps, "step_meta": step_meta, "groups": groups, "contributions": contributions}
+
+    def run_config(self) -> dict[str, Any]:
+        """What the run's journal entry records about the model, optimizer and groups."""
+        model, opt = self.model, self.optimizer
+        named = dict(model.named_parameters())
+        return {
+            "model": {
+                "class": _qualname(type(model)),
+                "parameters": int(sum(p.numel() for p in model.parameters())),
+                "trainable": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+            },
+            "optimizer": {"class": _qualname(type(opt)), "defaults": _jsonable(opt.defaults), "param_groups": len(opt.param_groups)},
+            "groups": self.group_params,
+            "group_parameters": {g: int(sum(named[n].numel() for n in names)) for g, names in self.group_params.items()},
+            "untraced": {g: names for g, names in self.untraced.items() if names},
+            "loss_reduction": "mean",
+            "user": self.user_config,
+        }
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+def _joined(tr: _Traced, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Linear's captured calls as (input B×T×in, output grad B×T×out) for the step's n examples."""
+    calls = sorted(tr.calls, key=lambda c: c[0])
+    mod = tr.module
+    parts = []
+    for _, a, g in calls:
+        if a.dim() == 1:
+            a, g = a.reshape(1, 1, -1), g.reshape(1, 1, -1)
+        parts.append((a.reshape(a.shape[0], -1, mod.in_features), g.reshape(g.shape[0], -1, mod.out_features)))
+    sizes = [a.shape[0] for a, _ in parts]
+    if len(parts) == 1 and sizes[0] == n:
+        a, g = parts[0]
+    elif len(parts) > 1 and all(b == n for b in sizes):  # one module used several times per example
+        a, g = torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+    elif len(parts) > 1 and sum(sizes) == n and len({p[0].shape[1] for p in parts}) == 1:  # accumulation
+        a, g = torch.cat([p[0] for p in parts], 0), torch.cat([p[1] for p in parts], 0)
+    else:
+        raise ValueError(f"rec.step got {n} row ids, but the batch through layer {tr.name!r} had {' + '.join(map(str, sizes))} examples; pass one row id per example, in batch order")
+    if a.dtype in (torch.float16, torch.bfloat16):
+        a = a.float()
+    return a, g.to(a.dtype)
+
+
+def _linear_weight(a: torch.Tensor, g: torch.Tensor, dw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """⟨Σ_t g_t a_tᵀ, ΔW⟩ and ‖Σ_t g_t a_tᵀ‖² per example, without forming the per-example gradient
+    unless the Gram route costs more."""
+    b, t, n_in = a.shape
+    n_out = g.shape[2]
+    proj = (g.reshape(b * t, n_out) @ dw.to(g.dtype)).reshape(b, t, n_in)  # ΔWᵀγ_t for every token
+    dot = torch.sum(proj.mul_(a), (1, 2)).double()
+    if t == 1:
+        sq = torch.sum(a * a, (1, 2)).double() * torch.sum(g * g, (1, 2)).double()
+    elif t * (n_in + n_out) <= n_in * n_out:
+        sq = torch.sum(torch.bmm(a, a.transpose(1, 2)).mul_(torch.bmm(g, g.transpose(1, 2))), (1, 2)).double()
+    else:
+        sq = torch.empty(b, dtype=torch.float64, device=a.device)
+        chunk = max(1, _MATERIALIZE_CHUNK // (n_in * n_out))
+        for i in range(0, b, chunk):
+            per = torch.bmm(g[i : i + chunk].transpose(1, 2), a[i : i + chunk])
+            sq[i : i + chunk] = torch.sum(per * per, (1, 2)).double()
+    return dot, sq
+
+
+def row_ids_bytes(row_ids: Any) -> bytes:
+    """Row ids (64-hex strings or 32-byte values; a list, a numpy 'S32' or (n, 32) uint8 array, or
+    an Arrow array) as their raw bytes, concatenated. Raises ``RefError`` naming a bad one."""
+    if isinstance(row_ids, pa.ChunkedArray | pa.Array):
+        if pa.types.is_fixed_size_binary(row_ids.type) and row_ids.type.byte_width == 32:
+            return bytes(ids_column_to_numpy(row_ids).tobytes())
+        row_ids = row_ids.to_pylist()
+    elif isinstance(row_ids, np.ndarray):
+        if row_ids.dtype == ID_DTYPE:
+            return row_ids.tobytes()
+        if row_ids.dtype == np.uint8 and row_ids.ndim == 2 and row_ids.shape[1] == 32:
+            return np.ascontiguousarray(row_ids).tobytes()
+        row_ids = row_ids.tolist()
+    elif isinstance(row_ids, str | bytes):
+        raise RefError("rec.step takes a sequence of row ids (one per example), not a single id")
+    out = []
+    for i, r in enumerate(row_ids):
+        raw: bytes | None = None
+        if isinstance(r, str):
+            if len(r) == 64:
+                try:
+                    raw = bytes.fromhex(r)
+                except ValueError:
+                    raw = None
+        elif isinstance(r, bytes | bytearray | memoryview):
+            raw = bytes(r)
+        if raw is None or len(raw) != 32:
+            raise RefError(f"row id at batch position {i} is not a row id (64 hex digits or 32 bytes): {r!r}; take ids from store.rows(version).column('row_id')")
+        out.append(raw)
+    return b"".join(out)
+
+
+def model_code_sha256(model: nn.Module) -> str | None:
+    """SHA-256 of the model class's source text, or None when the source is not available."""
+    try:
+        source = inspect.getsource(type(model))
+    except (OSError, TypeError):
+        return None
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def _strings(names: Sequence[str], codes: np.ndarray) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(list(names), pa.string())).cast(pa.string())
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _jsonable(value: Any) -> Any:
+    """Optimizer settings as JSON values (they are ours to describe, not to fingerprint)."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return repr(value)
