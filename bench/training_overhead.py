@@ -21,7 +21,8 @@ store = rt.init(d + "/s")
 store.sources.add("s", kind="other", license="MIT", legal_basis="contract")
 p = d + "/r.jsonl"
 open(p, "w").write("".join(json.dumps({"id": i}) + "\n" for i in range(STEPS * B)))
-store.ingest(p, source="s", key_field="id"); store.commit("v1", tag="v1", sign=False)
+store.ingest(p, source="s", key_field="id")
+store.commit("v1", tag="v1", sign=False)
 ids = store.rows("v1").column("row_id").to_pylist()
 
 def make(width, depth_in=1024):
@@ -42,14 +43,15 @@ def run(model, opt, X, Y, rec=None):
 
 g = torch.Generator().manual_seed(0)
 for width, optname in [(2048, "sgd"), (2048, "adam"), (3072, "sgd"), (3072, "adam")]:
-    X = torch.randn(STEPS, B, 1024, generator=g); Y = torch.randint(0, 10, (STEPS, B), generator=g)
+    X = torch.randn(STEPS, B, 1024, generator=g)
+    Y = torch.randint(0, 10, (STEPS, B), generator=g)
     model = make(width)
     nparams = sum(p.numel() for p in model.parameters())
     mk = (lambda m: torch.optim.SGD(m.parameters(), lr=0.01)) if optname == "sgd" else (lambda m: torch.optim.Adam(m.parameters(), lr=1e-4))
     opt = mk(model)
     run(model, opt, X, Y)  # warm-up
     plain, recd, saves = [], [], []
-    for rep in range(5):
+    for _rep in range(5):
         plain.append(run(model, opt, X, Y))
         t0 = time.perf_counter()
         with rt.training.record(store, "v1", model, opt) as rec:
