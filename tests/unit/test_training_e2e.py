@@ -31,7 +31,7 @@ def test_a_row_with_outsized_gradients_leads_the_group_attribution(tmp_store, wr
     model = torch.nn.Linear(4, 2)  # logistic regression: groups "weight" and "bias"
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     with rt.training.record(s, v, model, opt) as rec:
-        for epoch in range(3):
+        for _epoch in range(3):
             for start in range(0, len(ids), 8):
                 opt.zero_grad()
                 loss = torch.nn.functional.cross_entropy(model(X[start : start + 8]), Y[start : start + 8])
