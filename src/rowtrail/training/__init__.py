@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..versions.version import Version
     from .recorder import Recorder
 
-__all__ = ["Recorder", "record"]
+__all__ = ["Recorder", "dataset", "loader", "record"]
 
 
 def record(
@@ -45,6 +45,21 @@ def record(
     ``ROWTRAIL_DISABLED=1`` makes it a no-op: no hooks, no writes."""
     Recorder = _recorder_class()
     return Recorder(store, version, model, optimizer, groups=groups, corpus=corpus, config=config, enabled=enabled)
+
+
+def loader(store: Store, version: str, **kwargs: Any) -> Any:
+    """A PyTorch ``DataLoader`` over a version whose batches carry their ``row_id`` s (see
+    :mod:`rowtrail.training.data`)."""
+    from .data import loader as make
+
+    return make(store, version, **kwargs)
+
+
+def dataset(store: Store, version: str, **kwargs: Any) -> Any:
+    """A PyTorch ``Dataset`` over a version's rows, each with its ``row_id`` (see :mod:`rowtrail.training.data`)."""
+    from .data import dataset as make
+
+    return make(store, version, **kwargs)
 
 
 def _recorder_class() -> type[Recorder]:
