@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..versions.version import Version
     from .recorder import Recorder
 
-__all__ = ["Recorder", "dataset", "loader", "record"]
+__all__ = ["Recorder", "dataset", "hf_trainer", "loader", "record"]
 
 
 def record(
@@ -51,6 +51,14 @@ def loader(store: Store, version: str, **kwargs: Any) -> Any:
     """A PyTorch ``DataLoader`` over a version whose batches carry their ``row_id`` s (see
     :mod:`rowtrail.training.data`)."""
     from .data import loader as make
+
+    return make(store, version, **kwargs)
+
+
+def hf_trainer(store: Store, version: str, **kwargs: Any) -> Any:
+    """A (callback, data collator) pair recording a Hugging Face ``Trainer`` run (see
+    :mod:`rowtrail.training.integrations`)."""
+    from .integrations import hf_trainer as make
 
     return make(store, version, **kwargs)
 
