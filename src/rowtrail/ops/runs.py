@@ -10,6 +10,14 @@ and saved in one ``run`` journal entry naming Parquet tables:
 - ``contributions``: ``step``, ``row_id``, ``group``, ``dot`` (⟨g_i, Δθ_G⟩: the example's gradient
   against the group's actual update), ``grad_norm`` (‖g_i‖).
 
+A run recorded with ``features=dict(dim=K, every=N)`` also names, under ``features`` in its entry, one
+block per checkpoint step: ``{step, lr, rows, block, dims, scale}`` where ``rows`` is the object of the
+step's row ids (32 raw bytes each, batch order), ``block`` the object of a float16 ``.npy`` array
+``dims = [rows, dim_total]`` (projected per-example gradients divided by ``scale``, a power of two),
+and the run config's ``features`` holds the projection plan (training/features.py). Test-example
+attribution (``attribute(model=…, test_inputs=…, test_targets=…)``) reads them; see
+training/attribution.py.
+
 Group attribution ranks rows by their share of a group's update: with the batch loss a mean, the
 batch gradient is Σ_i g_i, so Σ_i ⟨g_i, Δθ_G⟩ = ⟨∇L, Δθ_G⟩; a row's **contribution** to the update is
 ``−lr · dot`` (under plain SGD the contributions of a step sum to ‖Δθ_G‖² exactly; under Adam or
@@ -54,8 +62,10 @@ def save_run(
     finished_at: str | None = None,
     code: str | None = None,
     source: str = "recorder",
+    features: list[dict[str, Any]] | None = None,
 ) -> str:
-    """Store a run's ledger and journal it; returns the run id."""
+    """Store a run's ledger and journal it; returns the run id. ``features`` lists the run's
+    attribution feature blocks, already stored as objects (see the module docstring)."""
     info = store.state.resolve(version, corpus)
     run_id = "run-" + secrets.token_hex(8)
     digests = {}
@@ -64,6 +74,7 @@ def save_run(
     consumed = ids_column_to_numpy(steps.column("row_id")) if steps.num_rows else np.empty(0, ID_DTYPE)
     distinct = np.unique(consumed)
     outside = distinct[~np.isin(distinct, store.version_rows(info.version_id)["id"])]
+    blocks = [_feature_block(store, b) for b in features or []]
     with store._write() as state:
         store._append(
             state,
@@ -83,9 +94,24 @@ def save_run(
                 "distinct_rows": int(len(distinct)),
                 "rows_outside_version": int(len(outside)),
                 "consumed_digest": hashlib.sha256(np.sort(distinct).tobytes()).hexdigest(),
+                **({"features": blocks} if features is not None else {}),
             },
         )
     return run_id
+
+
+def _feature_block(store: Store, b: dict[str, Any]) -> dict[str, Any]:
+    """A feature block's journal form, checked: its objects exist and its shape is two integers."""
+    try:
+        out: dict[str, Any] = {"step": int(b["step"]), "lr": float(b["lr"]), "rows": str(b["rows"]), "block": str(b["block"]), "dims": [int(d) for d in b["dims"]], "scale": float(b.get("scale", 1.0))}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"a feature block needs step, lr, rows, block, dims (and optionally scale): {exc!r} in {b!r}") from None
+    if len(out["dims"]) != 2:
+        raise ValueError(f"a feature block's dims are [rows, dim_total], not {out['dims']}")
+    for k in ("rows", "block"):
+        if not store.backend.has_object(out[k]):
+            raise ValueError(f"feature block of step {out['step']}: object {out[k]} ({k}) is not in the store")
+    return out
 
 
 def record_external(store: Store, version: str, config: dict[str, Any], row_ids: list[str], corpus: str = "main") -> str:
@@ -158,11 +184,38 @@ class Run:
             raise ValueError(f"a run has tables {', '.join(TABLES)}")
         return _table(self.store, self.entry, name)
 
-    def attribute(self, group: str | None = None, *, steps: tuple[int, int] | None = None, top: int = 20, by: str = "row", **kwargs: Any) -> dict[str, Any]:
-        """Rows (or sources, ``by="source"``) ranked by their contribution to a parameter group's
-        update (−lr·⟨g_i, Δθ_G⟩ summed over the steps), with their provenance."""
-        if kwargs:
-            raise NotImplementedError("test-example attribution (model=, test_inputs=) is not in this build; use group=")
+    def attribute(
+        self,
+        group: str | None = None,
+        *,
+        steps: tuple[int, int] | None = None,
+        top: int = 20,
+        by: str = "row",
+        model: Any = None,
+        test_inputs: Any = None,
+        test_targets: Any = None,
+        measure: Any = "loss",
+        damping: float | None = None,
+        fisher: str = "run",
+    ) -> Any:
+        """Two questions, by the arguments given.
+
+        ``group=``: rows (or sources, ``by="source"``) ranked by their contribution to a parameter
+        group's update (−lr·⟨g_i, Δθ_G⟩ summed over the steps), with their provenance; a dict.
+
+        ``model=, test_inputs=, test_targets=``: which training rows helped each test example
+        (``measure="loss"`` or ``"margin"``), from the run's feature blocks; an ``Attribution``
+        (``.scores(train_ids)``, ``.top(query, k)``) — see :mod:`rowtrail.training.attribution`."""
+        if model is not None or test_inputs is not None or test_targets is not None:
+            if group is not None or steps is not None:
+                raise ValueError("attribute() takes either group= (the update ledger) or model=, test_inputs=, test_targets= (test examples), not both")
+            if model is None or test_inputs is None or test_targets is None:
+                raise ValueError("test-example attribution needs model=, test_inputs= and test_targets=")
+            if not self.entry.get("features"):
+                raise RefError(f"run {self.id} recorded no attribution features; record it with rt.training.Recorder(..., features=dict(dim=256, every=1))")
+            from ..training.attribution import attribute_examples
+
+            return attribute_examples(self, model, test_inputs, test_targets, measure=measure, damping=damping, fisher=fisher)
         contrib = self.table("contributions")
         meta = self.table("step_meta")
         if contrib is None or meta is None:
@@ -198,21 +251,22 @@ class Run:
             order = np.argsort(-per)[:top]
             return {"run_id": self.id, "group": group, "by": "source", "total": float(total_by_row.sum()), "update_sq": update_sq, "top": [{"source_id": names[i], "contribution": float(per[i])} for i in order]}
         order = np.argsort(-total_by_row)[:top]
-        top_ids = uniq[order]
-        hexes = ids_hex(top_ids)
-        recs = self._records(top_ids)
-        _, src, names = self.store.gather(recs, want_sources=True)
+        out = [{"row_id": p.pop("row_id"), "contribution": float(total_by_row[i]), **p} for i, p in zip(order, self.provenance(uniq[order]))]
+        return {"run_id": self.id, "group": group, "by": "row", "total": float(total_by_row.sum()), "update_sq": update_sq, "top": out}
+
+    def provenance(self, ids: np.ndarray) -> list[dict[str, Any]]:
+        """Per row id (``ID_DTYPE``): its source, license, legal basis and the policy rule that admitted it."""
+        from .policy import row_admission
+
+        _, src, names = self.store.gather(self._records(ids), want_sources=True)
         out = []
-        for k, rid in enumerate(hexes):
+        for k, rid in enumerate(ids_hex(ids)):
             sid = names[src[k]] if len(names) else None
             source = self.store.state.sources.get(sid) if sid else None
-            from .policy import row_admission
-
             adm = row_admission(self.store, self.entry["version_id"], sid) if sid else None
             out.append(
                 {
                     "row_id": rid,
-                    "contribution": float(total_by_row[order[k]]),
                     "source_id": sid,
                     "license": source.license if source else None,
                     "legal_basis": source.legal_basis if source else None,
@@ -220,7 +274,11 @@ class Run:
                     "classification": adm.get("classification") if adm else None,
                 }
             )
-        return {"run_id": self.id, "group": group, "by": "row", "total": float(total_by_row.sum()), "update_sq": update_sq, "top": out}
+        return out
+
+    def feature_blocks(self) -> list[dict[str, Any]]:
+        """The run's feature block entries (empty when it was recorded without ``features=``)."""
+        return list(self.entry.get("features") or [])
 
     def _records(self, ids: np.ndarray) -> np.ndarray:
         recs = self.store.version_rows(self.entry["version_id"])

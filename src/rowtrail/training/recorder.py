@@ -37,6 +37,18 @@ but not in ``dot``/``grad_norm``; the run's config lists them under ``untraced``
 traced parameter has no contribution rows. ``torch.cuda.amp.GradScaler`` is not supported yet: the
 captured output gradients would carry the loss scale, and a skipped step makes ``rec.step`` refuse.
 
+Attribution features (``features=dict(dim=K, every=N, seed=S)``, off by default). At every N-th
+recorded step (0, N, 2N, …) the recorder also keeps, per example, the Kronecker-projected gradient of
+the example's **own** loss (n × its share of the mean batch loss) over each traced Linear's
+parameters: K = k_in·k_out numbers per Linear, from the same captured inputs and output gradients
+(:mod:`rowtrail.training.features`; the per-example gradient is never formed). A step's block,
+n × dim_total, is stored at save as a float16 ``.npy`` object (scaled by a power of two) with an
+object of its row ids, both named in the run entry's ``features`` list with the step and its lr; the
+projection plan (shapes, seeds, digests) goes into the run config. Memory until save: 2·dim_total
+bytes per example per checkpoint, on the device. Test-example attribution reads them:
+``store.run(run_id).attribute(model=…, test_inputs=…, test_targets=…)``
+(:mod:`rowtrail.training.attribution`). The model's weights at checkpoints are not stored.
+
 Cost. Per step: one copy of the grouped parameters before the update and two passes after it
 (Δθ, norms); per traced Linear one matmul the size of its forward pass (ΔWᵀγ for every example), plus
 the Gram matrices when T > 1. Per-step results stay on the device until the run is saved.
@@ -46,6 +58,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import math
 import os
 import warnings
@@ -61,6 +74,7 @@ from ..errors import RefError
 from ..hashing import ID_DTYPE, jcs
 from ..segments import ids_column_to_numpy, numpy_to_ids_column
 from ..versions.journal import now_rfc3339
+from .features import PROJECTION, FeatureOptions, LayerPlan, plan_layer, project
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -103,6 +117,7 @@ class Recorder:
         corpus: str = "main",
         config: Mapping[str, Any] | None = None,
         enabled: bool | None = None,
+        features: Mapping[str, Any] | None = None,
     ):
         self.enabled = (not disabled_by_env()) if enabled is None else bool(enabled)
         self.run_id: str | None = None
@@ -122,6 +137,14 @@ class Recorder:
         except Exception as exc:
             raise ValueError(f"config= must be JSON (string keys; numbers, strings, lists, objects; no NaN): {exc}") from None
         self._resolve_groups(groups)
+        self._features_opts = FeatureOptions.parse(features) if features is not None else None
+        self._plans: list[tuple[int, LayerPlan]] = []  # (index into self._traced, plan)
+        if self._features_opts is not None:
+            for k, tr in enumerate(self._traced):
+                mod = tr.module
+                plan = plan_layer(tr.name, mod.in_features, mod.out_features, tr.weight_group is not None, tr.bias_group is not None, self._features_opts)
+                self._plans.append((k, plan))
+        self._proj: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._started_at: str | None = None
         self._reset_ledger()
 
@@ -205,6 +228,8 @@ class Recorder:
         self._opt_steps = 0
         self._lr = math.nan
         self._calls = 0
+        # per checkpoint: (step, lr, row ids, float16 block, its power-of-two scale as a 0-d tensor)
+        self._blocks: list[tuple[int, float, bytes, torch.Tensor, torch.Tensor]] = []
 
     def __enter__(self) -> Recorder:
         if self._entered:
@@ -215,6 +240,7 @@ class Recorder:
         self._started_at = now_rfc3339()
         with torch.no_grad():
             self._snapshot = [p.detach().clone() for p in self._params]
+        self._proj = [plan.tensors(self._traced[k].module.weight.device) for k, plan in self._plans]
         self._handles.append(self.optimizer.register_step_pre_hook(self._before_step))
         for k, tr in enumerate(self._traced):
             self._handles.append(tr.module.register_forward_hook(self._forward_hook(k)))
@@ -297,6 +323,8 @@ class Recorder:
             raise ValueError("rec.step: weights must be finite")
         try:
             dots, norm_sq, update_sq = self._contributions(n)
+            opts = self._features_opts
+            block = self._features(n) if opts is not None and self.steps % opts.every == 0 else None
         finally:
             self._opt_steps = 0
             for tr in self._traced:
@@ -308,6 +336,8 @@ class Recorder:
         self._update_sq.append(update_sq)
         self._dots.append(dots)
         self._norm_sq.append(norm_sq)
+        if block is not None:
+            self._blocks.append((self.steps, self._lr, ids, *block))
         self.steps += 1
 
     @torch.no_grad()
@@ -338,11 +368,31 @@ class Recorder:
                 norm_sq[:, tr.bias_group] += torch.sum(gs * gs, 1).double()
         return dots[:, self._contrib_groups], norm_sq[:, self._contrib_groups], update_sq
 
+    @torch.no_grad()
+    def _features(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's n × dim_total feature block (float16) and its scale: per traced Linear the
+        projected gradient of each example's own loss (n × its share of the mean batch loss)."""
+        parts = []
+        for (k, plan), (p_in, p_out) in zip(self._plans, self._proj):
+            tr = self._traced[k]
+            if not tr.calls:  # not used in this batch: zero gradient
+                parts.append(torch.zeros(n, plan.dim, dtype=torch.float32, device=p_in.device))
+                continue
+            a, g = _joined(tr, n)
+            parts.append(project(a, g * n, p_in, p_out, plan).float())
+        phi = torch.cat(parts, 1)
+        # a power-of-two scale maps the block's largest magnitude into [512, 1024): float16 keeps its
+        # 11-bit precision for values down to ~1e-7 of the largest, and cannot overflow
+        top = phi.abs().max().clamp_min(1e-30)
+        scale = torch.exp2(torch.ceil(torch.log2(top)) - 10)
+        return (phi / scale).to(torch.float16), scale
+
     # -- saving ------------------------------------------------------------------------------------
     def _save(self) -> str:
         from ..ops.runs import save_run
 
         tables = self.tables()
+        features = self._put_features()
         return save_run(
             self.store,
             version=self.version_id,
@@ -351,8 +401,31 @@ class Recorder:
             started_at=self._started_at,
             finished_at=now_rfc3339(),
             code=model_code_sha256(self.model),
+            features=features,
             **tables,
         )
+
+    def _put_features(self) -> list[dict[str, Any]] | None:
+        """Write the feature blocks (``.npy``, float16) and their row ids (raw 32-byte ids) as objects."""
+        if self._features_opts is None:
+            return None
+        backend = self.store.backend
+        out = []
+        for step, lr, ids, block, scale in self._blocks:
+            arr = block.cpu().numpy()
+            buf = io.BytesIO()
+            np.save(buf, arr, allow_pickle=False)
+            out.append(
+                {
+                    "step": int(step),
+                    "lr": float(lr),
+                    "rows": backend.put_bytes(ids),
+                    "block": backend.put_bytes(buf.getvalue()),
+                    "dims": [int(arr.shape[0]), int(arr.shape[1])],
+                    "scale": float(scale.item()),
+                }
+            )
+        return out
 
     def tables(self) -> dict[str, pa.Table]:
         """The ledger so far as the Arrow tables ``save_run`` takes."""
@@ -419,6 +492,23 @@ class Recorder:
             "untraced": {g: names for g, names in self.untraced.items() if names},
             "loss_reduction": "mean",
             "user": self.user_config,
+            **({"features": self.features_config()} if self._features_opts is not None else {}),
+        }
+
+    def features_config(self) -> dict[str, Any]:
+        """The feature plan: options, and per Linear its projection's shapes, seed and digest."""
+        opts = self._features_opts
+        assert opts is not None
+        plans = [plan for _, plan in self._plans]
+        return {
+            "projection": PROJECTION,
+            "dim": opts.dim,
+            "every": opts.every,
+            "seed": opts.seed,
+            "dtype": "float16",
+            "dim_total": int(sum(p.dim for p in plans)),
+            "gradient_of": "each example's own loss (batch size x its share of the mean batch loss)",
+            "layers": [p.to_json() for p in plans],
         }
 
 
