@@ -54,7 +54,7 @@ def test_group_attribution_ranks_rows_and_sources_with_governance(store):
     assert run.attribute(group="layer1", steps=(1, 2))["total"] == pytest.approx(0.5)
     with pytest.raises(RefError, match="no group"):
         run.attribute(group="nope")
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="needs model="):
         run.attribute(model=object())
 
 

@@ -117,6 +117,10 @@ def _referenced(state: State) -> dict[str, str]:
             for digest in (e.get("tables") or {}).values():
                 if digest:
                     refs[digest] = where
+            for block in e.get("features") or []:
+                for k in ("rows", "block"):
+                    if block.get(k):
+                        refs[block[k]] = where
         elif e["kind"] == "purge":
             for c in e["segments"]:
                 refs[c["content"]] = where

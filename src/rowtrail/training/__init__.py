@@ -37,14 +37,16 @@ def record(
     corpus: str = "main",
     config: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
+    features: Mapping[str, Any] | None = None,
 ) -> Recorder:
     """A context manager recording a training run over corpus ``version`` (a ref or a ``Version``):
     call ``rec.step(row_ids)`` after every ``optimizer.step()``; on a normal exit the run is saved
     and ``rec.run_id`` is set. ``groups`` maps a group name to parameter or module names (default:
     one group per top-level child module with trainable parameters). ``enabled=False`` or
-    ``ROWTRAIL_DISABLED=1`` makes it a no-op: no hooks, no writes."""
+    ``ROWTRAIL_DISABLED=1`` makes it a no-op: no hooks, no writes. ``features=dict(dim=256, every=1)``
+    also stores projected per-example gradients for test-example attribution."""
     Recorder = _recorder_class()
-    return Recorder(store, version, model, optimizer, groups=groups, corpus=corpus, config=config, enabled=enabled)
+    return Recorder(store, version, model, optimizer, groups=groups, corpus=corpus, config=config, enabled=enabled, features=features)
 
 
 def loader(store: Store, version: str, **kwargs: Any) -> Any:
