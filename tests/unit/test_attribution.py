@@ -201,3 +201,36 @@ def test_attribution_errors_name_the_fix(trained):
         s.run(rec.run_id).attribute(model=m, test_inputs=X[:1], test_targets=Y[:1])
     with pytest.raises(ValueError, match="features="):
         rt.training.Recorder(s, "v1", m, opt, features=dict(dims=3))
+
+
+def test_counterfactual_predicts_the_sign_of_a_real_retrain(trained):
+    s, model, ids, X, Y, planted = trained
+    k = ids.index(planted)
+    run = s.run(s.runs()[-1]["run_id"])
+    res = run.attribute(model=model, test_inputs=X[k : k + 1], test_targets=torch.tensor([3]), measure="margin")
+
+    def retrain(train_ids: list[str]) -> list[float]:
+        keep = [ids.index(r) for r in train_ids]
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 4))
+        opt = torch.optim.SGD(m.parameters(), lr=0.05)
+        order = np.random.default_rng(1)
+        for _epoch in range(15):
+            perm = [keep[i] for i in order.permutation(len(keep))]
+            for start in range(0, len(perm), 16):
+                idx = torch.tensor(perm[start : start + 16])
+                opt.zero_grad()
+                ce(m(X[idx]), Y[idx]).backward()
+                opt.step()
+        with torch.no_grad():
+            out = m(X[k : k + 1])
+        other = out.clone()
+        other[0, 3] = -float("inf")
+        return [float(out[0, 3] - other.max())]
+
+    cf = res.counterfactual([planted], retrain=retrain)
+    assert cf["removed"] == 1 and cf["predicted"][0] < 0 and cf["actual"][0] < 0  # the row held the query up
+    by_source = res.counterfactual(source="rare")
+    assert by_source["predicted"] == cf["predicted"]
+    with pytest.raises(ValueError):
+        res.counterfactual()

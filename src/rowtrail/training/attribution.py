@@ -97,6 +97,33 @@ class Attribution:
         return [{"row_id": p.pop("row_id"), "score": float(row[i]), **p} for i, p in zip(order, self.run.provenance(self._ids[order]))]
 
 
+    def counterfactual(self, rows: Sequence[str] | None = None, *, source: str | None = None, retrain: Callable[[list[str]], Any] | None = None) -> dict[str, Any]:
+        """The predicted change of each test example's measure if ``rows`` — or every row of
+        ``source`` — were left out of training: minus the sum of their scores (an additive,
+        first-order prediction). With ``retrain`` (a function that trains a fresh model on the given
+        row ids and returns its measure per test example), also the actual change: the measure
+        retrained without those rows minus the measure retrained on all of them."""
+        if (rows is None) == (source is None):
+            raise ValueError("give rows= or source=")
+        if source is not None:
+            recs = self.run.store.version_rows(self.run.entry["version_id"])
+            from ..ops.remove import rows_of_source
+
+            self.run.store.sources.get(source)
+            chosen = recs["id"][rows_of_source(self.run.store, recs, source)]
+            removed = chosen[np.isin(chosen, self._ids)]
+        else:
+            removed = ids_from_hex([str(r).lower() for r in rows or []])
+        predicted = -self.scores(removed).sum(axis=1) if len(removed) else np.zeros(self._scores.shape[0])
+        out: dict[str, Any] = {"removed": int(len(removed)), "predicted": predicted.tolist()}
+        if retrain is not None:
+            keep = [r for r in self.train_ids if r not in set(ids_hex(removed))]
+            full = np.asarray(retrain(list(self.train_ids)), dtype=np.float64)
+            without = np.asarray(retrain(keep), dtype=np.float64)
+            out["actual"] = (without - full).tolist()
+        return out
+
+
 def attribute_examples(
     run: Run,
     model: nn.Module,
