@@ -234,3 +234,19 @@ def test_counterfactual_predicts_the_sign_of_a_real_retrain(trained):
     assert by_source["predicted"] == cf["predicted"]
     with pytest.raises(ValueError):
         res.counterfactual()
+
+
+def test_purge_zeroes_the_erased_rows_features(trained):
+    s, model, ids, X, Y, planted = trained
+    run_id = s.runs()[-1]["run_id"]
+    res = s.optout(source="rare", reason="erasure", purge=True, sign=False)
+    assert res["purged"]["feature_blocks"] >= 1
+    run = s.run(run_id)
+    from rowtrail.training.attribution import load_block
+
+    dim = run.entry["config"]["features"]["dim_total"]
+    for b in run.feature_blocks():
+        rows, feats = load_block(run, b, dim)
+        hit = rows == bytes.fromhex(planted)
+        assert not feats[hit].any()  # the erased row's gradient projections are gone
+    assert s.verify(allow_unsigned=True).ok

@@ -402,14 +402,38 @@ def purge_locked(store: Store, state: State, request: dict[str, Any], row_ids: n
             }
         )
         changes.append({"seg": segment.seg, "old_content": segment.content, "content": new_digest, "tombstones": _put_table(store, tomb), "rows": int(len(hit))})
+    features = _purge_features(store, state, wanted)
     statement = {
         "_type": signing.STATEMENT_TYPE,
-        "subject": [{"name": f"purge:{request['id']}", "digest": {"sha256": hashlib.sha256(jcs(changes)).hexdigest()}}],
+        "subject": [{"name": f"purge:{request['id']}", "digest": {"sha256": hashlib.sha256(jcs([changes, features])).hexdigest()}}],
         "predicateType": PURGE_PREDICATE,
-        "predicate": {"request": request, "segments": changes, "row_ids_root": merkle_root(wanted)},
+        "predicate": {"request": request, "segments": changes, "features": features, "row_ids_root": merkle_root(wanted)},
     }
     envelope = store.backend.put_bytes(jcs(signing.sign_envelope(statement, signing_key))) if signing_key is not None else None
-    store._append(state, {"kind": "purge", "request_id": request["id"], "segments": changes, "envelope": envelope})
-    for c in changes:  # the erased bytes go; nothing references them as current any more
-        store.backend.delete_object(c["old_content"])
-    return {"segments": len(changes), "rows": int(sum(c["rows"] for c in changes)), "envelope": envelope}
+    store._append(state, {"kind": "purge", "request_id": request["id"], "segments": changes, "features": features, "envelope": envelope})
+    for old in [c["old_content"] for c in changes] + [f["old_block"] for f in features]:
+        store.backend.delete_object(old)  # the erased bytes go; nothing references them as current any more
+    return {"segments": len(changes), "rows": int(sum(c["rows"] for c in changes)), "feature_blocks": len(features), "envelope": envelope}
+
+
+def _purge_features(store: Store, state: State, wanted: np.ndarray) -> list[dict[str, Any]]:
+    """Training runs' feature blocks (projected gradients: data derived from the rows) rewritten with
+    the erased rows' features set to zero."""
+    import io
+
+    out = []
+    for e in state.entries:
+        if e["kind"] != "run":
+            continue
+        for b in e.get("features") or []:
+            current = state.purged.get(b["block"], b["block"])
+            rows = np.frombuffer(store.backend.read_bytes(b["rows"]), dtype=ID_DTYPE)
+            hit = np.isin(rows, wanted)
+            if not hit.any():
+                continue
+            arr = np.load(io.BytesIO(store.backend.read_bytes(current)), allow_pickle=False).copy()
+            arr[hit] = 0
+            buf = io.BytesIO()
+            np.save(buf, arr, allow_pickle=False)
+            out.append({"run_id": e["run_id"], "step": b["step"], "old_block": current, "block": store.backend.put_bytes(buf.getvalue()), "rows": int(hit.sum())})
+    return out

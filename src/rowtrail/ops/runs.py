@@ -278,7 +278,8 @@ class Run:
 
     def feature_blocks(self) -> list[dict[str, Any]]:
         """The run's feature block entries (empty when it was recorded without ``features=``)."""
-        return list(self.entry.get("features") or [])
+        purged = self.store.state.purged  # a purge replaced blocks holding erased rows' features
+        return [{**b, "block": purged.get(b["block"], b["block"])} for b in self.entry.get("features") or []]
 
     def _records(self, ids: np.ndarray) -> np.ndarray:
         recs = self.store.version_rows(self.entry["version_id"])

@@ -122,6 +122,8 @@ def _referenced(state: State) -> dict[str, str]:
                     if block.get(k):
                         refs[block[k]] = where
         elif e["kind"] == "purge":
+            for f in e.get("features") or []:
+                refs[f["block"]] = where
             for c in e["segments"]:
                 refs[c["content"]] = where
                 if c.get("tombstones"):

@@ -96,6 +96,8 @@ class State:
                 old = self.segments[c["seg"]]
                 self.segments[c["seg"]] = dataclasses.replace(old, content=c["content"])
                 self.purged[c["old_content"]] = c["content"]
+            for f in e.get("features") or []:  # training runs' feature blocks with erased rows zeroed
+                self.purged[f["old_block"]] = f["block"]
         elif kind in ("remove", "optout"):  # an opt-out stages its removal like ``rm`` does
             self.staged.setdefault(e["corpus"], Staged()).entries.append(e)
         elif kind == "pipeline":
