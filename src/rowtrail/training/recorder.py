@@ -300,9 +300,11 @@ class Recorder:
         return hook
 
     # -- per step ----------------------------------------------------------------------------------
-    def step(self, row_ids: Any, weights: Any = None, loss: Any = None) -> None:
+    def step(self, row_ids: Any, weights: Any = None, loss: Any = None, tokens: Any = None) -> None:
         """Record the optimizer step just taken: the batch's row ids (one per example, in batch
-        order), optional per-row weights and the loss."""
+        order), optional per-row weights and the loss. For packed sequences, ``tokens`` (B × T
+        integers) maps every token of the batch to the index of its row in ``row_ids`` (−1: a token
+        of no row, e.g. padding), and each row's contribution is the sum over its tokens."""
         if not self.enabled:
             return
         if not self._handles:
@@ -321,9 +323,19 @@ class Recorder:
             raise ValueError(f"rec.step got {n} row ids and {len(w)} weights")
         if not np.isfinite(w).all():
             raise ValueError("rec.step: weights must be finite")
+        token_rows = None
+        if tokens is not None:
+            token_rows = torch.as_tensor(np.asarray(tokens), dtype=torch.int64)
+            if token_rows.dim() != 2 or int(token_rows.max()) >= n or int(token_rows.min()) < -1:
+                self._opt_steps = 0
+                for tr in self._traced:
+                    tr.calls.clear()
+                raise ValueError(f"rec.step: tokens must be B × T indexes into the {n} row ids (or −1)")
         try:
-            dots, norm_sq, update_sq = self._contributions(n)
+            dots, norm_sq, update_sq = self._contributions(n, token_rows)
             opts = self._features_opts
+            if opts is not None and token_rows is not None:
+                raise ValueError("rec.step: feature capture (features=) does not support packed sequences (tokens=) yet")
             block = self._features(n) if opts is not None and self.steps % opts.every == 0 else None
         finally:
             self._opt_steps = 0
@@ -341,7 +353,7 @@ class Recorder:
         self.steps += 1
 
     @torch.no_grad()
-    def _contributions(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _contributions(self, n: int, token_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         delta = self._snapshot
         for buf, p in zip(delta, self._params):
             torch.sub(p.detach(), buf, out=buf)  # the snapshot buffer now holds Δθ
@@ -354,8 +366,12 @@ class Recorder:
         for tr in self._traced:
             if not tr.calls:
                 continue  # not used in this batch: its per-example gradients are zero
-            a, g = _joined(tr, n)
             mod = tr.module
+            if token_rows is not None:
+                a, g = _joined(tr, token_rows.shape[0])
+                _packed(a, g, token_rows.to(a.device), n, tr, delta, self._slot, dots, norm_sq)
+                continue
+            a, g = _joined(tr, n)
             if tr.weight_group is not None:
                 dw = delta[self._slot[id(mod.weight)]]
                 d, s = _linear_weight(a, g, dw)
@@ -534,6 +550,28 @@ def _joined(tr: _Traced, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     if a.dtype in (torch.float16, torch.bfloat16):
         a = a.float()
     return a, g.to(a.dtype)
+
+
+def _packed(a: torch.Tensor, g: torch.Tensor, token_rows: torch.Tensor, n: int, tr: _Traced, delta: list[torch.Tensor], slot: dict[int, int], dots: torch.Tensor, norm_sq: torch.Tensor) -> None:
+    """Contributions of a Linear on packed sequences: per-token terms summed into each token's row."""
+    b, t, n_in = a.shape
+    if tuple(token_rows.shape) != (b, t):
+        raise ValueError(f"rec.step: tokens is {tuple(token_rows.shape)}, but layer {tr.name!r} saw {b} × {t} tokens")
+    idx = token_rows.reshape(-1)
+    live = idx >= 0
+    same = (token_rows[:, :, None] == token_rows[:, None, :]) & (token_rows[:, :, None] >= 0)
+    mod = tr.module
+    if tr.weight_group is not None:
+        dw = delta[slot[id(mod.weight)]]
+        per_token = torch.sum((g.reshape(b * t, -1) @ dw.to(g.dtype)).reshape(b, t, n_in) * a, 2).reshape(-1).double()
+        dots[:, tr.weight_group] += torch.zeros(n, dtype=torch.float64, device=a.device).index_add_(0, idx[live], per_token[live])
+        pair = (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2)) * same).sum(2).reshape(-1).double()
+        norm_sq[:, tr.weight_group] += torch.zeros(n, dtype=torch.float64, device=a.device).index_add_(0, idx[live], pair[live])
+    if tr.bias_group is not None:
+        db = delta[slot[id(mod.bias)]]
+        g_rows = torch.zeros(n, g.shape[2], dtype=g.dtype, device=g.device).index_add_(0, idx[live], g.reshape(b * t, -1)[live])
+        dots[:, tr.bias_group] += (g_rows @ db.to(g.dtype)).double()
+        norm_sq[:, tr.bias_group] += torch.sum(g_rows * g_rows, 1).double()
 
 
 def _linear_weight(a: torch.Tensor, g: torch.Tensor, dw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
