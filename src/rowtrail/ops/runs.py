@@ -131,6 +131,56 @@ def record_external(store: Store, version: str, config: dict[str, Any], row_ids:
     return save_run(store, version=version, corpus=corpus, config=config, steps=steps, source="external")
 
 
+def merge_runs(store: Store, run_ids: list[str]) -> str:
+    """One run from the per-rank ledgers of a data-parallel run (one recorder per rank, ranks in
+    order): every rank saw its own shard of each step and the same all-reduced update, so the steps
+    tables are joined, the groups table is taken once, and each example's ``dot`` and ``grad_norm``
+    are divided by the number of ranks (with averaged gradients, an example's share of the global
+    batch gradient is its share of its rank's gradient over the world size)."""
+    runs = [get(store, r) for r in run_ids]
+    if len(runs) < 2:
+        raise RefError("merge_runs needs the ledgers of two or more ranks")
+    versions = {r.entry["version_id"] for r in runs}
+    counts = {r.entry["steps"] for r in runs}
+    if len(versions) != 1 or len(counts) != 1:
+        raise RefError("the ranks' runs disagree on their version or their number of steps; they are not one data-parallel run")
+    world = len(runs)
+    steps_parts, contrib_parts = [], []
+    offset = np.zeros(runs[0].entry["steps"], dtype=np.int64)
+    for r in runs:
+        t = r.table("steps")
+        assert t is not None
+        step = t.column("step").to_numpy()
+        pos = t.column("position").to_numpy().astype(np.int64) + offset[step]
+        np.maximum.at(offset, step, pos + 1)
+        steps_parts.append(t.set_column(t.schema.get_field_index("position"), "position", pa.array(pos.astype(np.int32))))
+        c = r.table("contributions")
+        if c is not None:
+            for name in ("dot", "grad_norm"):
+                c = c.set_column(c.schema.get_field_index(name), name, pa.array(c.column(name).to_numpy() / world))
+            contrib_parts.append(c)
+    meta = runs[0].table("step_meta")
+    if meta is not None:
+        losses = np.mean([r.table("step_meta").column("loss").to_numpy(zero_copy_only=False).astype(float) for r in runs], axis=0)  # type: ignore[union-attr]
+        sizes = np.sum([r.table("step_meta").column("batch_size").to_numpy() for r in runs], axis=0)  # type: ignore[union-attr]
+        meta = meta.set_column(meta.schema.get_field_index("loss"), "loss", pa.array(losses)).set_column(meta.schema.get_field_index("batch_size"), "batch_size", pa.array(sizes.astype(np.int32)))
+    config = {**runs[0].entry.get("config", {}), "merged_from": [r.id for r in runs], "world_size": world}
+    return save_run(
+        store,
+        version=runs[0].entry["version_id"],
+        corpus=runs[0].entry["corpus"],
+        config=config,
+        steps=pa.concat_tables(steps_parts),
+        step_meta=meta,
+        groups=runs[0].table("groups"),
+        contributions=pa.concat_tables(contrib_parts) if contrib_parts else None,
+        started_at=min(r.entry.get("started_at") or "" for r in runs) or None,
+        finished_at=max(r.entry.get("finished_at") or "" for r in runs) or None,
+        code=runs[0].entry.get("code"),
+        source="merged",
+    )
+
+
 def run_entries(store: Store) -> list[dict[str, Any]]:
     return [e for e in store.state.entries if e["kind"] == "run"]
 
