@@ -80,6 +80,16 @@ def record(
     render.out.print(f"registered {rid}: {len(ids)} row(s) of {version}", markup=False)
 
 
+@app.command("merge")
+def merge(run_ids: list[str] = typer.Argument(..., help="The per-rank runs of one data-parallel run, in rank order.")) -> None:
+    """Merge the per-rank ledgers of a data-parallel run into one run."""
+    from ..ops.runs import merge_runs
+    from .app import open_store
+
+    rid = merge_runs(open_store(), list(run_ids))
+    render.out.print(f"merged {len(run_ids)} rank ledgers into {rid}", markup=False)
+
+
 def attribute(
     run_id: str = typer.Argument(...),
     group: str | None = typer.Option(None, "--group", "-g", help="The parameter group (default: the run's only group)."),
