@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..versions.version import Version
     from .recorder import Recorder
 
-__all__ = ["Recorder", "dataset", "hf_trainer", "loader", "record"]
+__all__ = ["Recorder", "dataset", "hf_trainer", "lightning_callback", "loader", "record"]
 
 
 def record(
@@ -61,6 +61,13 @@ def hf_trainer(store: Store, version: str, **kwargs: Any) -> Any:
     """A (callback, data collator) pair recording a Hugging Face ``Trainer`` run (see
     :mod:`rowtrail.training.integrations`)."""
     from .integrations import hf_trainer as make
+
+    return make(store, version, **kwargs)
+
+
+def lightning_callback(store: Store, version: str, **kwargs: Any) -> Any:
+    """A Lightning ``Callback`` recording a fit (see :mod:`rowtrail.training.integrations`)."""
+    from .integrations import lightning_callback as make
 
     return make(store, version, **kwargs)
 

@@ -87,3 +87,60 @@ def hf_trainer(
                 self.rec = None
 
     return RowtrailCallback(), collate
+
+
+def lightning_callback(
+    store: Store,
+    version: str,
+    *,
+    groups: Mapping[str, Sequence[str]] | None = None,
+    corpus: str = "main",
+    config: Mapping[str, Any] | None = None,
+    id_field: str = "row_id",
+) -> Any:
+    """A Lightning ``Callback`` that records the fit over ``version``: each training batch (a dict)
+    carries its rows' ids under ``id_field`` (a list of 64-hex ids, e.g. from
+    ``rt.training.loader``); the ids of every batch an optimizer step consumed (with
+    ``accumulate_grad_batches``, several) are handed to the recorder; ``run_id`` is set when the fit
+    ends."""
+    try:
+        import lightning.pytorch as pl
+    except ImportError:  # pragma: no cover - depends on the environment
+        try:
+            import pytorch_lightning as pl  # type: ignore[no-redef]
+        except ImportError as exc:
+            raise ImportError("the Lightning integration needs lightning: pip install lightning") from exc
+    from . import record
+
+    class RowtrailLightningCallback(pl.Callback):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            self.rec: Any = None
+            self.run_id: str | None = None
+            self.pending: list[str] = []
+            self.last_step = 0
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            optimizer = trainer.optimizers[0]
+            cfg = {"lightning": {"accumulate_grad_batches": trainer.accumulate_grad_batches, "max_epochs": trainer.max_epochs}, **(config or {})}
+            self.rec = record(store, version, pl_module, optimizer, groups=groups, corpus=corpus, config=cfg)
+            self.rec.__enter__()
+            self.last_step = trainer.global_step
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if not isinstance(batch, Mapping) or id_field not in batch:
+                from ..errors import RowtrailError
+
+                raise RowtrailError(f"a training batch has no '{id_field}'; give every batch its rows' ids (e.g. rt.training.loader)")
+            self.pending.extend(str(r) for r in batch[id_field])
+            if trainer.global_step != self.last_step:  # an optimizer step happened for these batches
+                self.rec.step(self.pending)
+                self.pending = []
+                self.last_step = trainer.global_step
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            if self.rec is not None:
+                self.rec.__exit__(None, None, None)
+                self.run_id = self.rec.run_id
+                self.rec = None
+
+    return RowtrailLightningCallback()
