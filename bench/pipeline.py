@@ -81,7 +81,7 @@ def run_rowtrail(store: Path) -> tuple[float, dict]:
 def run_duckdb(store: Path, out: Path) -> tuple[float, dict]:
     s = rt.open(store)
     obj = s.backend.object_path
-    segs = s.state.segments
+    segs = [x for x in s.state.segments if not x.ingest_id.startswith("step:")]  # the ingested rows only
     unions = " UNION ALL ".join(
         f"SELECT * FROM read_parquet('{obj(x.provenance)}') POSITIONAL JOIN (SELECT content FROM read_parquet('{obj(x.content)}'))" for x in segs
     )

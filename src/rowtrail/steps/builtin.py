@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from ..errors import StepError
 from ..hashing import ID_DTYPE, id_bytes, jcs, sort_ids
+from ..segments import ids_column_to_numpy
 from . import sql
 from .base import CONTENT_TEXT, Changes, Step, code_fingerprint, ids_of
 
@@ -349,9 +350,20 @@ def survivors(ids: np.ndarray, groups: np.ndarray, rank: np.ndarray) -> tuple[np
     return lost_ids[s], into_ids[s]
 
 
+def _hash_groups(keys: np.ndarray) -> np.ndarray:
+    """A group number per row: rows with equal 32-byte keys share one."""
+    order = sort_ids(keys)
+    sk = keys[order]
+    first = np.ones(len(sk), dtype=bool)
+    first[1:] = sk[1:] != sk[:-1]
+    groups = np.empty(len(keys), dtype=np.int64)
+    groups[order] = np.cumsum(first) - 1
+    return groups
+
+
 class _Dedupe(Step):
     scope = "global"
-    helpers: ClassVar[tuple[Any, ...]] = (keep_order, survivors)
+    helpers: ClassVar[tuple[Any, ...]] = (keep_order, survivors, _hash_groups)
 
     def _keep_params(self, keep: str, priority: Sequence[str] | None) -> None:
         if keep not in KEEP_POLICIES:
@@ -400,8 +412,11 @@ class DedupeExact(_Dedupe):
 
     def plan(self, features: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         key = features.column("key").combine_chunks()
-        enc = pc.dictionary_encode(key)
-        groups = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        if pa.types.is_fixed_size_binary(key.type) and key.type.byte_width == 32 and not key.null_count:
+            groups = _hash_groups(ids_column_to_numpy(key))  # 32-byte hashes: one sort, no hashing of keys
+        else:
+            enc = pc.dictionary_encode(key)
+            groups = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         return self._resolve(features, groups)
 
 
