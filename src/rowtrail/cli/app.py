@@ -545,6 +545,14 @@ app.command("attribute")(_runs.attribute)
 
 app.add_typer(_sources.app, name="source")
 
+from . import feedback as _feedback  # noqa: E402  (guidelines, annotations, agreement, contamination, run cards)
+from . import search as _search  # noqa: E402  (indexes, search-output, similar, overlap)
+from . import serve as _serve  # noqa: E402  (the HTTP API and web explorer)
+
+_feedback.register(app)
+_search.register(app)
+_serve.register(app)
+
 
 def _hoist_store(argv: list[str]) -> list[str]:
     """Accept --store after the command word too, by moving it to the front."""
