@@ -226,7 +226,7 @@ def test_gradient_accumulation_joins_micro_batches(store, ids):
 
 def test_groups_by_module_and_parameter_and_untraced_layers(store, ids):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(N_IN, 16), nn.LayerNorm(16), nn.Linear(16, N_OUT))
+    model = nn.Sequential(nn.Linear(N_IN, 16), nn.BatchNorm1d(16), nn.Linear(16, N_OUT))  # BatchNorm couples examples: untraced
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     _, run, _ = train(store, model, opt, batches(ids)[:1], groups={"body": ["0", "1"], "head_w": ["2.weight"]})
     cfg = run.entry["config"]

@@ -31,8 +31,8 @@ What this slice does not store. The model's weights at the checkpoints are **not
 is computed with the model as passed (normally the final weights) and reused at every checkpoint;
 the training features are from the weights each step actually saw. Under Adam or momentum the
 SGD-style step (−lr·∇ℓ_i) is an approximation; the optimizer's preconditioner is not used.
-Only ``nn.Linear`` parameters that the recorder traced contribute (see the run config's
-``features.layers``).
+Only the parameters that the recorder traced contribute (Linear, Embedding and torch.func modules;
+see the run config's ``features.layers``).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from torch.nn import functional as F
 from ..errors import RefError, StoreError
 from ..hashing import ID_DTYPE, ids_from_hex, ids_hex
 from .features import PROJECTION, LayerPlan, project
+from .modules import embedding_joined, embedding_project, func_per_example, sketch
 
 if TYPE_CHECKING:
     from ..ops.runs import Run
@@ -210,9 +211,7 @@ def query_features(
     callable), with the model's current weights, in eval mode: float64 [n_query, dim_total]."""
     modules = dict(model.named_modules())
     for p in plans:
-        mod = modules.get(p.name)
-        if not isinstance(mod, nn.Linear) or (mod.in_features, mod.out_features) != (p.n_in, p.n_out):
-            raise ValueError(f"the run's features name layer {p.name!r} as Linear({p.n_in}, {p.n_out}); the model given has {mod!r} there — pass the model the run trained")
+        _check_module(modules.get(p.name), p)
     device = next(model.parameters()).device
     mats = [p.tensors(device) for p in plans]
     x_all = inputs if isinstance(inputs, torch.Tensor) else torch.as_tensor(np.asarray(inputs))
@@ -232,6 +231,21 @@ def query_features(
     return torch.cat(out).double().cpu().numpy() if out else np.zeros((0, sum(p.dim for p in plans)))
 
 
+def _check_module(mod: nn.Module | None, p: LayerPlan) -> None:
+    if p.kind == "embedding":
+        ok = isinstance(mod, nn.Embedding) and (mod.num_embeddings, mod.embedding_dim) == (p.n_in, p.n_out)
+        want = f"Embedding({p.n_in}, {p.n_out})"
+    elif p.kind == "func":
+        own = dict(mod.named_parameters(recurse=False)) if mod is not None else {}
+        ok = all(n in own for n in p.params) and sum(own[n].numel() for n in p.params) == p.n_in
+        want = f"a module with parameters {', '.join(p.params)} ({p.n_in} numbers)"
+    else:
+        ok = isinstance(mod, nn.Linear) and (mod.in_features, mod.out_features) == (p.n_in, p.n_out)
+        want = f"Linear({p.n_in}, {p.n_out})"
+    if not ok:
+        raise ValueError(f"the run's features name layer {p.name!r} as {want}; the model given has {mod!r} there — pass the model the run trained")
+
+
 def _chunk_features(
     model: nn.Module,
     plans: list[LayerPlan],
@@ -242,12 +256,15 @@ def _chunk_features(
     measure: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     q = len(x)
-    calls: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in plans]
+    calls: list[list[tuple[Any, torch.Tensor]]] = [[] for _ in plans]
 
     def hook_for(k: int) -> Callable[..., None]:
+        func = plans[k].kind == "func"
+
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             if isinstance(output, torch.Tensor) and output.requires_grad:
-                calls[k].append((args[0].detach(), output))
+                a = tuple(v.detach() if isinstance(v, torch.Tensor) else v for v in args) if func else args[0].detach()
+                calls[k].append((a, output))
 
         return hook
 
@@ -257,7 +274,7 @@ def _chunk_features(
             values = _measure(model(x), y, measure)
             outputs = [o for c in calls for _, o in c]
             if not outputs:
-                raise ValueError("no traced Linear layer took part in the forward pass with gradients; are the model's parameters frozen?")
+                raise ValueError("no traced layer took part in the forward pass with gradients; are the model's parameters frozen?")
             # autograd.grad, not backward(): the model's .grad buffers stay untouched
             grads = torch.autograd.grad(values.sum(), outputs, allow_unused=True)
     finally:
@@ -266,17 +283,19 @@ def _chunk_features(
     parts = []
     it = iter(grads)
     for plan, (p_in, p_out), c in zip(plans, mats, calls):
-        pairs = []
-        for a, o in c:
-            g = next(it)
-            g = torch.zeros_like(o) if g is None else g
-            pairs.append((a.reshape(q, -1, plan.n_in), g.detach().reshape(q, -1, plan.n_out)))
-        if not pairs:
+        got = [(a, torch.zeros_like(o) if g is None else g.detach()) for (a, o), g in zip(c, it)]
+        if not got:
             parts.append(torch.zeros(q, plan.dim, dtype=torch.float32, device=p_in.device))
-            continue
-        a = torch.cat([p[0] for p in pairs], 1).float()  # shared weights: calls joined on the token axis
-        g = torch.cat([p[1] for p in pairs], 1).float()
-        parts.append(project(a, g, p_in, p_out, plan))
+        elif plan.kind == "func":
+            per = func_per_example(modules[plan.name], plan.params, [(k, a, g) for k, (a, g) in enumerate(got)], q, plan.name)
+            parts.append(sketch(torch.cat(per, 1), p_in if len(p_in) else None, p_out if len(p_out) else None, plan.k_in))
+        elif plan.kind == "embedding":
+            idx, g = embedding_joined([(k, a, g) for k, (a, g) in enumerate(got)], q, plan.name, plan.n_out)
+            parts.append(embedding_project(idx, g, p_in, p_out, modules[plan.name].padding_idx).sum(1))
+        else:
+            a = torch.cat([a.reshape(q, -1, plan.n_in) for a, _ in got], 1).float()  # shared weights: calls joined on the token axis
+            g = torch.cat([g.reshape(q, -1, plan.n_out) for _, g in got], 1).float()
+            parts.append(project(a, g, p_in, p_out, plan))
     return torch.cat(parts, 1)
 
 

@@ -22,6 +22,7 @@ projected identically; a regenerated matrix that does not match its digest is re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Mapping
@@ -75,6 +76,8 @@ class LayerPlan:
     k_out: int
     seed: int
     sha256: str = ""
+    kind: str = "linear"  # "linear", "embedding" (one-hot inputs) or "func" (CountSketch; see .modules)
+    params: tuple[str, ...] = ()  # "func": the module's traced parameters, in feature order
 
     @property
     def rows_in(self) -> int:
@@ -85,22 +88,40 @@ class LayerPlan:
         return self.k_in * self.k_out
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["params"] = list(self.params)
+        return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> LayerPlan:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        got = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        got["params"] = tuple(got.get("params") or ())
+        return cls(**got)
 
     def matrices(self) -> tuple[np.ndarray, np.ndarray]:
-        """(P_in, P_out) as float32 arrays."""
+        """(P_in, P_out) as float32 arrays; for a "func" plan, the CountSketch's (buckets, signs),
+        or two empty arrays when the sketch is the identity (k = P)."""
+        if self.kind == "func":
+            if self.k_in >= self.n_in:
+                return np.empty(0, np.int64), np.empty(0, np.float32)
+            from .modules import sketch_tables
+
+            return sketch_tables(self.seed, self.n_in, self.k_in)
         rng = np.random.default_rng(self.seed)
         return _side(rng, self.rows_in, self.k_in), _side(rng, self.n_out, self.k_out)
 
     def tensors(self, device: torch.device | str | None = None, check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         p_in, p_out = self.matrices()
-        if check and self.sha256 and _digest(p_in, p_out) != self.sha256:
+        if check and self.sha256 and self.digest(p_in, p_out) != self.sha256:
             raise ValueError(f"the projection of layer {self.name!r} regenerated from its seed differs from the recorded one (another NumPy?); features cannot be compared")
         return torch.from_numpy(p_in).to(device), torch.from_numpy(p_out).to(device)
+
+    def digest(self, p_in: np.ndarray, p_out: np.ndarray) -> str:
+        if self.kind == "func":
+            from .modules import sketch_digest
+
+            return sketch_digest(p_in, p_out)
+        return _digest(p_in, p_out)
 
 
 def _side(rng: np.random.Generator, rows: int, k: int) -> np.ndarray:
@@ -129,12 +150,19 @@ def layer_seed(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big") >> 12
 
 
-def plan_layer(name: str, n_in: int, n_out: int, weight: bool, bias: bool, opts: FeatureOptions) -> LayerPlan:
+def plan_layer(name: str, n_in: int, n_out: int, weight: bool, bias: bool, opts: FeatureOptions, kind: str = "linear") -> LayerPlan:
+    """A Linear's (or, ``kind="embedding"``, an embedding's: ``n_in`` rows of ``n_out``) projection."""
     rows_in = (n_in if weight else 0) + (1 if bias else 0)
     k_in, k_out = split_dim(rows_in, n_out, opts.dim)
-    plan = LayerPlan(name, n_in, n_out, weight, bias, k_in, k_out, layer_seed(opts.seed, name))
-    p_in, p_out = plan.matrices()
-    return LayerPlan(name, n_in, n_out, weight, bias, k_in, k_out, plan.seed, _digest(p_in, p_out))
+    plan = LayerPlan(name, n_in, n_out, weight, bias, k_in, k_out, layer_seed(opts.seed, name), kind=kind)
+    return dataclasses.replace(plan, sha256=plan.digest(*plan.matrices()))
+
+
+def plan_func(name: str, params: list[str], numel: int, opts: FeatureOptions) -> LayerPlan:
+    """A CountSketch of the flattened gradient of a module's ``params`` (``numel`` numbers in all)."""
+    k = min(opts.dim, numel)
+    plan = LayerPlan(name, numel, 1, True, False, k, 1, layer_seed(opts.seed, name), kind="func", params=tuple(params))
+    return dataclasses.replace(plan, sha256=plan.digest(*plan.matrices()))
 
 
 def project(a: torch.Tensor, g: torch.Tensor, p_in: torch.Tensor, p_out: torch.Tensor, plan: LayerPlan) -> torch.Tensor:
@@ -149,3 +177,16 @@ def project(a: torch.Tensor, g: torch.Tensor, p_in: torch.Tensor, p_out: torch.T
         pa = p_in[0].expand(a.shape[0], a.shape[1], plan.k_in)
     pg = g.to(a.dtype) @ p_out.to(a.dtype)
     return torch.einsum("bto,bti->boi", pg, pa).reshape(a.shape[0], plan.k_out * plan.k_in)
+
+
+def project_tokens(a: torch.Tensor, g: torch.Tensor, p_in: torch.Tensor, p_out: torch.Tensor, plan: LayerPlan) -> torch.Tensor:
+    """As :func:`project`, per token: B × T × k_out·k_in (packed sequences sum tokens by row)."""
+    p_in = p_in.to(a.dtype)
+    if plan.weight:
+        pa = a @ p_in[: plan.n_in]
+        if plan.bias:
+            pa = pa + p_in[plan.n_in]
+    else:
+        pa = p_in[0].expand(a.shape[0], a.shape[1], plan.k_in)
+    pg = g.to(a.dtype) @ p_out.to(a.dtype)
+    return torch.einsum("bto,bti->btoi", pg, pa).reshape(a.shape[0], a.shape[1], plan.k_out * plan.k_in)

@@ -31,17 +31,25 @@ T·(in+out) > in·out the per-example gradients are formed in chunks instead); t
 its calls joined along the token axis; several forward/backward passes before one optimizer step
 (gradient accumulation) are joined along the batch axis, in call order.
 
-Parameters outside ``nn.Linear`` layers (embeddings, norms, convolutions) and Linear weights also used
-elsewhere (tied weights) are **not traced in this slice**: their update counts in the group's ‖Δθ_G‖,
-but not in ``dot``/``grad_norm``; the run's config lists them under ``untraced``. A group with no
-traced parameter has no contribution rows. ``torch.cuda.amp.GradScaler`` is not supported yet: the
-captured output gradients would carry the loss scale, and a skipped step makes ``rec.step`` refuse.
+Other modules. ``nn.Embedding`` is a Linear on one-hot inputs and is traced the same way (no
+per-example gradient formed); any other module owning parameters directly (``LayerNorm``, convolutions,
+a user's module) is traced by ``torch.func`` per-sample gradients, formed in chunks from the captured
+inputs and output gradients (:mod:`rowtrail.training.modules`). Not traced — their update counts in the
+group's ‖Δθ_G‖, but not in ``dot``/``grad_norm``, and the run's config lists them under ``untraced``:
+BatchNorm (its batch statistics couple the examples), embeddings with ``scale_grad_by_freq`` or
+``sparse``, and tied parameters (one tensor used by several modules). A group with no traced
+parameter has no contribution rows. Packed sequences (``tokens=``) split Linear and Embedding terms by
+token; a torch.func module in a group refuses them. ``torch.cuda.amp.GradScaler`` is not supported
+yet: the captured output gradients would carry the loss scale, and a skipped step makes ``rec.step``
+refuse.
 
 Attribution features (``features=dict(dim=K, every=N, seed=S)``, off by default). At every N-th
 recorded step (0, N, 2N, …) the recorder also keeps, per example, the Kronecker-projected gradient of
-the example's **own** loss (n × its share of the mean batch loss) over each traced Linear's
-parameters: K = k_in·k_out numbers per Linear, from the same captured inputs and output gradients
-(:mod:`rowtrail.training.features`; the per-example gradient is never formed). A step's block,
+the example's **own** loss (n × its share of the mean batch loss) over each traced module's
+parameters: K = k_in·k_out numbers per Linear or Embedding (Kronecker projections from the same
+captured inputs and output gradients, :mod:`rowtrail.training.features`; the per-example gradient is
+never formed), at most K per torch.func module (a CountSketch of its per-example gradient). With
+packed sequences, a row's feature is the sum over its tokens. A step's block,
 n × dim_total, is stored at save as a float16 ``.npy`` object (scaled by a power of two) with an
 object of its row ids, both named in the run entry's ``features`` list with the step and its lr; the
 projection plan (shapes, seeds, digests) goes into the run config. Memory until save: 2·dim_total
@@ -74,7 +82,8 @@ from ..errors import RefError
 from ..hashing import ID_DTYPE, jcs
 from ..segments import ids_column_to_numpy, numpy_to_ids_column
 from ..versions.journal import now_rfc3339
-from .features import PROJECTION, FeatureOptions, LayerPlan, plan_layer, project
+from .features import PROJECTION, FeatureOptions, LayerPlan, plan_func, plan_layer, project, project_tokens
+from .modules import embedding_contrib, embedding_joined, embedding_project, func_per_example, kind_of, sketch
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -91,16 +100,21 @@ def disabled_by_env() -> bool:
 
 
 class _Traced:
-    """One ``nn.Linear`` whose parameters (or some of them) belong to groups: its captured calls."""
+    """One module whose parameters (or some of them) belong to groups, and its captured calls.
+    ``kind`` is "linear", "embedding" (weight and bias groups) or "func" (``pnames`` in ``pgroups``)."""
 
-    __slots__ = ("name", "module", "weight_group", "bias_group", "calls")
+    __slots__ = ("name", "module", "kind", "weight_group", "bias_group", "pnames", "pgroups", "calls")
 
-    def __init__(self, name: str, module: nn.Linear, weight_group: int | None, bias_group: int | None):
+    def __init__(self, name: str, module: nn.Module, weight_group: int | None, bias_group: int | None, kind: str = "linear", pnames: Sequence[str] = (), pgroups: Sequence[int] = ()):
         self.name = name
         self.module = module
+        self.kind = kind
         self.weight_group = weight_group
         self.bias_group = bias_group
-        self.calls: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (call order, input, output grad)
+        self.pnames = list(pnames)
+        self.pgroups = list(pgroups)
+        # (call order, input — the inputs tuple for "func" —, output grad)
+        self.calls: list[tuple[int, Any, torch.Tensor]] = []
 
 
 class Recorder:
@@ -141,9 +155,7 @@ class Recorder:
         self._plans: list[tuple[int, LayerPlan]] = []  # (index into self._traced, plan)
         if self._features_opts is not None:
             for k, tr in enumerate(self._traced):
-                mod = tr.module
-                plan = plan_layer(tr.name, mod.in_features, mod.out_features, tr.weight_group is not None, tr.bias_group is not None, self._features_opts)
-                self._plans.append((k, plan))
+                self._plans.append((k, _plan(tr, self._features_opts)))
         self._proj: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._started_at: str | None = None
         self._reset_ledger()
@@ -203,22 +215,31 @@ class Recorder:
         self._traced: list[_Traced] = []
         traced_params: set[int] = set()
         for mname, mod in model.named_modules():
-            if not isinstance(mod, nn.Linear):
+            kind = kind_of(mod)
+            if kind is None:
+                continue
+            if kind == "func":
+                own = [(n, p) for n, p in mod.named_parameters(recurse=False) if id(p) in slot and uses[id(p)] == 1]
+                if own:
+                    traced_params.update(id(p) for _, p in own)
+                    self._traced.append(_Traced(mname, mod, None, None, "func", [n for n, _ in own], [self._param_group[slot[id(p)]] for _, p in own]))
                 continue
             wg = bg = None
             if id(mod.weight) in slot and uses[id(mod.weight)] == 1:
                 wg = self._param_group[slot[id(mod.weight)]]
                 traced_params.add(id(mod.weight))
-            if mod.bias is not None and id(mod.bias) in slot and uses[id(mod.bias)] == 1:
-                bg = self._param_group[slot[id(mod.bias)]]
-                traced_params.add(id(mod.bias))
+            bias = getattr(mod, "bias", None)
+            if bias is not None and id(bias) in slot and uses[id(bias)] == 1:
+                bg = self._param_group[slot[id(bias)]]
+                traced_params.add(id(bias))
             if wg is not None or bg is not None:
-                self._traced.append(_Traced(mname, mod, wg, bg))
+                self._traced.append(_Traced(mname, mod, wg, bg, kind))
         self.untraced = {g: [n for n in resolved[g] if id(named[n]) not in traced_params] for g in self.group_names}
         self._contrib_groups = [k for k, g in enumerate(self.group_names) if len(self.untraced[g]) < len(resolved[g])]
 
     def _reset_ledger(self) -> None:
         self._ids: list[bytes] = []
+        self._per_example: dict[int, list[torch.Tensor]] = {}  # this step's torch.func gradients, per traced module
         self._weights: list[np.ndarray] = []
         self._lrs: list[float] = []
         self._losses: list[Any] = []
@@ -240,10 +261,10 @@ class Recorder:
         self._started_at = now_rfc3339()
         with torch.no_grad():
             self._snapshot = [p.detach().clone() for p in self._params]
-        self._proj = [plan.tensors(self._traced[k].module.weight.device) for k, plan in self._plans]
+        self._proj = [plan.tensors(next(self._traced[k].module.parameters()).device) for k, plan in self._plans]
         self._handles.append(self.optimizer.register_step_pre_hook(self._before_step))
         for k, tr in enumerate(self._traced):
-            self._handles.append(tr.module.register_forward_hook(self._forward_hook(k)))
+            self._handles.append(tr.module.register_forward_hook(self._forward_hook(k), with_kwargs=True))
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -283,12 +304,18 @@ class Recorder:
                 buf.copy_(p)
 
     def _forward_hook(self, k: int) -> Callable[..., None]:
-        sink = self._traced[k].calls
+        tr = self._traced[k]
+        sink = tr.calls
 
-        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             if not torch.is_grad_enabled() or not isinstance(output, torch.Tensor) or not output.requires_grad:
                 return
-            a = inputs[0].detach()
+            if tr.kind == "func":
+                if kwargs:
+                    raise ValueError(f"rec: module {tr.name!r} was called with keyword arguments ({', '.join(kwargs)}); the recorder traces per-example gradients of positional calls only — put it in no group, or call it positionally")
+                a: Any = tuple(x.detach() if isinstance(x, torch.Tensor) else x for x in inputs)
+            else:
+                a = inputs[0].detach()
             order = self._calls
             self._calls += 1
 
@@ -334,11 +361,10 @@ class Recorder:
         try:
             dots, norm_sq, update_sq = self._contributions(n, token_rows)
             opts = self._features_opts
-            if opts is not None and token_rows is not None:
-                raise ValueError("rec.step: feature capture (features=) does not support packed sequences (tokens=) yet")
-            block = self._features(n) if opts is not None and self.steps % opts.every == 0 else None
+            block = self._features(n, token_rows) if opts is not None and self.steps % opts.every == 0 else None
         finally:
             self._opt_steps = 0
+            self._per_example = {}
             for tr in self._traced:
                 tr.calls.clear()
         self._ids.append(ids)
@@ -363,10 +389,28 @@ class Recorder:
             update_sq[k] += torch.linalg.vector_norm(buf).double() ** 2
         dots = torch.zeros(n, len(self.group_names), dtype=torch.float64, device=delta[0].device)
         norm_sq = torch.zeros_like(dots)
-        for tr in self._traced:
+        self._per_example = {}
+        for k, tr in enumerate(self._traced):
             if not tr.calls:
                 continue  # not used in this batch: its per-example gradients are zero
             mod = tr.module
+            if tr.kind == "func":
+                if token_rows is not None:
+                    raise ValueError(f"rec.step: packed sequences (tokens=) split Linear and Embedding contributions by token; module {tr.name!r} ({type(mod).__name__}) has no per-token gradient — put it in no group")
+                per = func_per_example(mod, tr.pnames, tr.calls, n, tr.name)
+                self._per_example[k] = per
+                own = dict(mod.named_parameters(recurse=False))
+                for pe, pname, grp in zip(per, tr.pnames, tr.pgroups):
+                    d = delta[self._slot[id(own[pname])]].reshape(-1)
+                    dots[:, grp] += pe.double() @ d.double()
+                    norm_sq[:, grp] += torch.sum(pe.double() ** 2, 1)
+                continue
+            if tr.kind == "embedding":
+                x, g = embedding_joined(tr.calls, token_rows.shape[0] if token_rows is not None else n, tr.name, mod.embedding_dim)
+                d, sq = embedding_contrib(x, g, delta[self._slot[id(mod.weight)]], mod.padding_idx, token_rows, n)
+                dots[:, tr.weight_group] += d
+                norm_sq[:, tr.weight_group] += sq
+                continue
             if token_rows is not None:
                 a, g = _joined(tr, token_rows.shape[0])
                 _packed(a, g, token_rows.to(a.device), n, tr, delta, self._slot, dots, norm_sq)
@@ -385,17 +429,37 @@ class Recorder:
         return dots[:, self._contrib_groups], norm_sq[:, self._contrib_groups], update_sq
 
     @torch.no_grad()
-    def _features(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The step's n × dim_total feature block (float16) and its scale: per traced Linear the
-        projected gradient of each example's own loss (n × its share of the mean batch loss)."""
+    def _features(self, n: int, token_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's n × dim_total feature block (float16) and its scale: per traced module the
+        projected gradient of each example's own loss (n × its share of the mean batch loss); for
+        packed sequences, of each row's tokens."""
         parts = []
+        rows = token_rows.reshape(-1) if token_rows is not None else None
         for (k, plan), (p_in, p_out) in zip(self._plans, self._proj):
             tr = self._traced[k]
             if not tr.calls:  # not used in this batch: zero gradient
                 parts.append(torch.zeros(n, plan.dim, dtype=torch.float32, device=p_in.device))
                 continue
-            a, g = _joined(tr, n)
-            parts.append(project(a, g * n, p_in, p_out, plan).float())
+            if tr.kind == "func":
+                flat = torch.cat(self._per_example[k], 1) * n
+                parts.append(sketch(flat, p_in if len(p_in) else None, p_out if len(p_out) else None, plan.k_in))
+                continue
+            b = token_rows.shape[0] if token_rows is not None else n
+            if tr.kind == "embedding":
+                x, g = embedding_joined(tr.calls, b, tr.name, tr.module.embedding_dim)
+                per_token = embedding_project(x, g * n, p_in, p_out, tr.module.padding_idx)
+            else:
+                a, g = _joined(tr, b)
+                if rows is None:
+                    parts.append(project(a, g * n, p_in, p_out, plan).float())
+                    continue
+                per_token = project_tokens(a, g * n, p_in, p_out, plan)
+            per_token = per_token.float().reshape(-1, plan.dim)
+            if rows is None:
+                parts.append(per_token.reshape(n, -1, plan.dim).sum(1))
+            else:
+                live = rows >= 0
+                parts.append(torch.zeros(n, plan.dim, dtype=torch.float32, device=per_token.device).index_add_(0, rows[live], per_token[live]))
         phi = torch.cat(parts, 1)
         # a power-of-two scale maps the block's largest magnitude into [512, 1024): float16 keeps its
         # 11-bit precision for values down to ~1e-7 of the largest, and cannot overflow
@@ -529,6 +593,16 @@ class Recorder:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+def _plan(tr: _Traced, opts: FeatureOptions) -> LayerPlan:
+    mod = tr.module
+    if tr.kind == "func":
+        own = dict(mod.named_parameters(recurse=False))
+        return plan_func(tr.name, tr.pnames, int(sum(own[n].numel() for n in tr.pnames)), opts)
+    if tr.kind == "embedding":
+        return plan_layer(tr.name, mod.num_embeddings, mod.embedding_dim, True, False, opts, kind="embedding")
+    return plan_layer(tr.name, mod.in_features, mod.out_features, tr.weight_group is not None, tr.bias_group is not None, opts)
+
+
 def _joined(tr: _Traced, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A Linear's captured calls as (input B×T×in, output grad B×T×out) for the step's n examples."""
     calls = sorted(tr.calls, key=lambda c: c[0])
