@@ -176,7 +176,7 @@ def record_run(s: Any, ids: np.ndarray, kind: str, data: dict[str, Any], dim: in
     idx = np.arange(N_TRAIN)
     X, Y = data["Xtr"], data["Ytr"]
     t0 = time.perf_counter()
-    with rt.training.record(s, "v1", model, opt, features=dict(dim=dim, every=1)) as rec:
+    with rt.training.record(s, "v1", model, opt, features=dict(dim=dim, every=1), checkpoints=1) as rec:
         for _epoch in range(EPOCHS):  # the recipe of train(), seed 0, with rec.step after each step
             perm = idx[order.permutation(N_TRAIN)]
             for start in range(0, N_TRAIN, BATCH):
@@ -204,8 +204,10 @@ def feature_bytes(s: Any, run: Any) -> dict[str, float]:
     }
 
 
-def rowtrail_method(kind: str, data: dict[str, Any], work: Path, tune: dict[str, Any], score: dict[str, Any], log: Any) -> dict[str, Any]:
-    s, ids = make_store(work / f"rt-{kind}", data)
+def rowtrail_method(kind: str, data: dict[str, Any], work: Path, tune: dict[str, Any], score: dict[str, Any], log: Any, weights: str = "checkpoints") -> dict[str, Any]:
+    """``weights="checkpoints"``: test gradients at each step's weights (the run keeps them,
+    ``checkpoints=1``); ``"final"``: with the final model at every step."""
+    s, ids = make_store(work / f"rt-{kind}-{weights}", data)
     t0 = time.perf_counter()
     plain = train(kind, data["Xtr"], data["Ytr"], np.arange(N_TRAIN), 0)
     t_plain = time.perf_counter() - t0
@@ -218,27 +220,27 @@ def rowtrail_method(kind: str, data: dict[str, Any], work: Path, tune: dict[str,
             "recording changed the training"
         )
         run = s.run(run_id)
-        default = run.attribute(model=model, test_inputs=data["Xq"][q_all], test_targets=data["Yq"][q_all], measure="margin")
+        default = run.attribute(model=model, test_inputs=data["Xq"][q_all], test_targets=data["Yq"][q_all], measure="margin", weights=weights)
         mean_diag = default.damping[0] / 0.1
         for r in DAMPING_RATIOS:
-            res = run.attribute(model=model, test_inputs=data["Xq"], test_targets=data["Yq"], measure="margin", damping=r * mean_diag)
+            res = run.attribute(model=model, test_inputs=data["Xq"], test_targets=data["Yq"], measure="margin", damping=r * mean_diag, weights=weights)
             sc = res.scores(ids)
             v = lds(sc[tune["q"]], tune["masks"], tune["actual"][:, tune["q"]])
             grid.append({"dim": dim, "damping_ratio": r, "tune_lds": v})
-            log(f"  rowtrail {kind} dim={dim} λ={r:g}×diag tune LDS {v:.3f}")
+            log(f"  rowtrail ({weights}) {kind} dim={dim} λ={r:g}×diag tune LDS {v:.3f}")
             if np.isfinite(v) and (best is None or v > best[0]):
                 best = (v, dim, r, run_id, model, t_rec)
     assert best is not None
     _, dim, r, run_id, model, t_rec = best
     run = s.run(run_id)
     t0 = time.perf_counter()
-    res = run.attribute(model=model, test_inputs=data["Xq"], test_targets=data["Yq"], measure="margin", damping=None)
+    res = run.attribute(model=model, test_inputs=data["Xq"], test_targets=data["Yq"], measure="margin", damping=None, weights=weights)
     lam = res.damping[0] / 0.1 * r
-    res = run.attribute(model=model, test_inputs=data["Xq"], test_targets=data["Yq"], measure="margin", damping=lam)
+    res = run.attribute(model=model, test_inputs=data["Xq"], test_targets=data["Yq"], measure="margin", damping=lam, weights=weights)
     sc = res.scores(ids)
     t_attr = time.perf_counter() - t0
     return {
-        "method": "rowtrail",
+        "method": "rowtrail" if weights == "checkpoints" else "rowtrail (final weights)",
         "model": kind,
         "lds": lds(sc[score["q"]], score["masks"], score["actual"][:, score["q"]]),
         "seconds": t_attr,
@@ -247,7 +249,7 @@ def rowtrail_method(kind: str, data: dict[str, Any], work: Path, tune: dict[str,
         "damping_ratio": r,
         "grid": grid,
         "storage": feature_bytes(s, run),
-        "note": f"dim={dim} per Linear, λ={r:g}×mean diag(F), every=1, {len(run.feature_blocks())} checkpoints",
+        "note": f"dim={dim} per Linear, λ={r:g}×mean diag(F), every=1, {len(run.feature_blocks())} recorded steps, test gradients at {'each step' if weights == 'checkpoints' else 'the final'} weights",
     }
 
 
@@ -434,7 +436,10 @@ def main(argv: list[str] | None = None) -> int:
             log(
                 f"{kind}: ground truth {len(masks)} subsets × {seeds} seed(s) × 2 sets, ceiling {ceilings[kind]['ceiling']:.3f}, test acc {acc:.3f}"
             )
-            jobs: list[tuple[str, Any]] = [("rowtrail", partial(rowtrail_method, kind, data, work, tune, score, log))]
+            jobs: list[tuple[str, Any]] = [
+                ("rowtrail", partial(rowtrail_method, kind, data, work, tune, score, log, "checkpoints")),
+                ("rowtrail (final weights)", partial(rowtrail_method, kind, data, work, tune, score, log, "final")),
+            ]
             if "trak" not in args.skip:
                 for n in [int(x) for x in args.trak_models.split(",")]:
                     jobs.append(
@@ -460,11 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"LDS on digits, {n_sub} subsets of 50 %, {n_query} queries (margin); tuning on {n_tune_sub} other subsets and {n_tune_query} other queries"
     )
-    print(f"{'method':22s} {'model':7s} {'LDS':>7s} {'seconds':>8s}  notes")
+    print(f"{'method':24s} {'model':7s} {'LDS':>7s} {'seconds':>8s}  notes")
     for r in results:
         v = "  —  " if r["lds"] is None else f"{r['lds']:7.3f}"
         t = "   —" if r["seconds"] is None else f"{r['seconds']:8.2f}"
-        print(f"{r['method']:22s} {r['model']:7s} {v:>7s} {t:>8s}  {r.get('error') or r.get('note', '')}")
+        print(f"{r['method']:24s} {r['model']:7s} {v:>7s} {t:>8s}  {r.get('error') or r.get('note', '')}")
     for kind, c in ceilings.items():
         print(
             f"{'seed-noise ceiling':22s} {kind:7s} {c['ceiling']:7.3f} {'':8s}  Spearman between two independent sets of {c['seeds_per_subset']} seed(s)/subset"

@@ -52,3 +52,83 @@ def test_runs_commands(tmp_path, rowtrail_home, write_jsonl):
     assert "registered run-" in cli("run", "record", "--version", "v1", "--config", str(tmp_path / "cfg.json")).stdout
     assert len(json.loads(cli("runs", "--json").stdout)) == 2
     cli("run", "merge", rec.run_id, code=1)
+
+
+MODEL_SCRIPT = '''
+import torch
+
+def load():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    m.load_state_dict(torch.load(__file__.replace("model.py", "final.pt"), weights_only=True))
+    return m
+
+def retrain(row_ids):
+    import rowtrail as rt
+    store = rt.open(__file__.replace("model.py", "store"))
+    keep = set(row_ids)
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    opt = torch.optim.SGD(m.parameters(), lr=0.5)
+    t = store.rows("v1")
+    rows = [(r, x, y) for r, x, y in zip(t.column("row_id").to_pylist(), t.column("x").to_pylist(), t.column("y").to_pylist()) if r in keep]
+    x = torch.tensor([r[1] for r in rows], dtype=torch.float32)
+    y = torch.tensor([r[2] for r in rows])
+    for _ in range(30):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+    import numpy as np
+    q = np.load(__file__.replace("model.py", "test.npz"))
+    out = m(torch.tensor(q["inputs"]))
+    return (-torch.nn.functional.cross_entropy(out, torch.tensor(q["targets"]), reduction="none")).tolist()
+'''
+
+
+def test_attribute_test_examples_with_governance_and_a_verified_counterfactual(tmp_path, rowtrail_home, write_jsonl):
+    import numpy as np
+
+    store = rt.init(tmp_path / "store")
+    store.sources.add("main", kind="other", license="MIT", legal_basis="contract")
+    store.sources.add("odd", kind="partner-dump", license="CC-BY-4.0", legal_basis="consent")
+    rng = np.random.default_rng(0)
+    rows = [{"id": i, "x": [float(v) for v in rng.normal(size=2) + (2 if i % 2 else -2)], "y": i % 2} for i in range(40)]
+    store.ingest(write_jsonl(rows, "a.jsonl"), source="main", key_field="id")
+    # the only rows that label a class-0 region as class 1: they hurt class-0 test examples there
+    store.ingest(write_jsonl([{"id": i, "x": [-2.0, -2.0], "y": 1} for i in range(4)], "b.jsonl"), source="odd", key_field="id")
+    store.commit("v1", tag="v1", sign=False)
+    t = store.rows("v1")
+    x = torch.tensor(t.column("x").to_pylist(), dtype=torch.float32)
+    y = torch.tensor(t.column("y").to_pylist())
+    ids = t.column("row_id").to_pylist()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    with rt.training.record(store, "v1", model, opt, features=dict(dim=64), checkpoints=5) as rec:
+        for _ in range(30):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            rec.step(ids)
+    torch.save(model.state_dict(), tmp_path / "final.pt")
+    (tmp_path / "model.py").write_text(MODEL_SCRIPT)
+    np.savez(tmp_path / "test.npz", inputs=np.array([[-2.0, -2.0], [2.0, 2.0]], np.float32), targets=np.array([0, 1]), names=np.array(["neg", "pos"]))
+    env = dict(os.environ, ROWTRAIL_STORE=str(tmp_path / "store"), COLUMNS="200")
+
+    def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess:
+        p = subprocess.run([sys.executable, "-m", "rowtrail", *args], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+        assert p.returncode == code, p.stdout + p.stderr
+        return p
+
+    base = ["attribute", rec.run_id, "--model", "model.py:load", "--test", "test.npz", "--measure", "loss"]
+    got = json.loads(cli(*base, "--top", "4", "--json").stdout)
+    neg = got["queries"][0]
+    assert neg["name"] == "neg" and {h["source_id"] for h in neg["harmful"]} == {"odd"} and len(neg["harmful"]) == 4
+    assert neg["harmful"][0]["license"] == "CC-BY-4.0" and neg["harmful"][0]["legal_basis"] == "consent"
+    assert all(h["source_id"] == "main" for h in neg["helpful"])
+    cf = json.loads(cli(*base, "--remove-source", "odd", "--verify", "model.py:retrain", "--json").stdout)["counterfactual"]
+    assert cf["removed"] == 4 and cf["predicted"][0] > 0 and cf["actual"][0] > 0  # without them, "neg" does better
+    assert "harmful rows for test example neg" in cli(*base, "--query", "0").stdout
+    cli(*base, "--group", "0", code=2)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    assert "bad.npz" in cli("attribute", rec.run_id, "--model", "model.py:load", "--test", "bad.npz", code=1).stderr

@@ -250,3 +250,57 @@ def test_purge_zeroes_the_erased_rows_features(trained):
         hit = rows == bytes.fromhex(planted)
         assert not feats[hit].any()  # the erased row's gradient projections are gone
     assert s.verify(allow_unsigned=True).ok
+
+
+def test_weight_checkpoints_are_kept_and_test_gradients_use_them(tmp_store, write_jsonl):
+    s = tmp_store
+    s.sources.add("blobs", kind="other", license="MIT", legal_basis="contract")
+    rows, _ = blobs()
+    s.ingest(write_jsonl(rows, "b.jsonl"), source="blobs", key_field="id")
+    s.commit("v1", tag="v1", sign=False)
+    table = s.rows("v1")
+    ids = table.column("row_id").to_pylist()
+    X = torch.tensor(table.column("x").to_pylist(), dtype=torch.float32)
+    Y = torch.tensor(table.column("y").to_pylist())
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = {}
+    with rt.training.Recorder(s, "v1", model, opt, features=dict(dim=32, every=1), checkpoints=3) as rec:
+        for step in range(7):
+            idx = torch.arange(step * 16, step * 16 + 16) % len(ids)
+            seen[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            opt.zero_grad()
+            ce(model(X[idx]), Y[idx]).backward()
+            opt.step()
+            rec.step([ids[i] for i in idx.tolist()])
+    run = s.run(rec.run_id)
+    assert [c["step"] for c in run.entry["checkpoints"]] == [0, 3, 6]
+    kept = run.checkpoint(3)
+    after = {k: v.detach().clone() for k, v in run.model_at(model, 6).state_dict().items()}
+    for name, arrays in kept.items():
+        np.testing.assert_array_equal(arrays["weights"], seen[3][name].numpy())
+        np.testing.assert_allclose(arrays["delta"], (seen[4][name] - seen[3][name]).numpy(), atol=1e-7)
+        assert torch.equal(after[name], seen[6][name])
+    with pytest.raises(RefError, match="no checkpoint at step 2"):
+        run.checkpoint(2)
+    q = X[:3], Y[:3]
+    at_checkpoints = run.attribute(model=model, test_inputs=q[0], test_targets=q[1], measure="loss").scores()
+    final = run.attribute(model=model, test_inputs=q[0], test_targets=q[1], measure="loss", weights="final").scores()
+    assert not np.allclose(at_checkpoints, final)
+    # by hand: ψ at the checkpoint before each block, one run Fisher
+    from rowtrail.training.attribution import query_features
+
+    cfg = run.entry["config"]["features"]
+    plans = [LayerPlan.from_json(d) for d in cfg["layers"]]
+    loaded = [load_block(run, b, cfg["dim_total"]) for b in run.feature_blocks()]
+    phi_all = np.concatenate([p for _, p in loaded])
+    fis = phi_all.T @ phi_all / len(phi_all)
+    inv = np.linalg.inv(fis + 0.1 * np.trace(fis) / cfg["dim_total"] * np.eye(cfg["dim_total"]))
+    want = np.zeros((3, len(run.attribute(model=model, test_inputs=q[0], test_targets=q[1]).train_ids)))
+    train_ids = np.array(sorted(set(np.concatenate([r for r, _ in loaded]).tolist())), dtype=ID_DTYPE)
+    for b, (rows, phi) in zip(run.feature_blocks(), loaded):
+        psi = query_features(run.model_at(model, b["step"] // 3 * 3), plans, q[0], q[1], "loss")
+        np.add.at(want.T, np.searchsorted(train_ids, rows), -b["lr"] * phi @ inv @ psi.T)
+    np.testing.assert_allclose(at_checkpoints, want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
+    assert s.verify(allow_unsigned=True).ok

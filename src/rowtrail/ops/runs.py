@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import RefError
+from ..errors import RefError, StoreError
 from ..hashing import ID_DTYPE, ids_from_hex, ids_hex
 from ..segments import ids_column_to_numpy
 from ..versions.journal import now_rfc3339
@@ -63,6 +63,7 @@ def save_run(
     code: str | None = None,
     source: str = "recorder",
     features: list[dict[str, Any]] | None = None,
+    checkpoints: list[dict[str, Any]] | None = None,
 ) -> str:
     """Store a run's ledger and journal it; returns the run id. ``features`` lists the run's
     attribution feature blocks, already stored as objects (see the module docstring)."""
@@ -95,6 +96,7 @@ def save_run(
                 "rows_outside_version": int(len(outside)),
                 "consumed_digest": hashlib.sha256(np.sort(distinct).tobytes()).hexdigest(),
                 **({"features": blocks} if features is not None else {}),
+                **({"checkpoints": [_checkpoint(store, c) for c in checkpoints]} if checkpoints is not None else {}),
             },
         )
     return run_id
@@ -111,6 +113,15 @@ def _feature_block(store: Store, b: dict[str, Any]) -> dict[str, Any]:
     for k in ("rows", "block"):
         if not store.backend.has_object(out[k]):
             raise ValueError(f"feature block of step {out['step']}: object {out[k]} ({k}) is not in the store")
+    return out
+
+
+def _checkpoint(store: Store, c: dict[str, Any]) -> dict[str, Any]:
+    """A weight checkpoint's journal form, checked: its two ``.npy`` objects exist."""
+    out = {"step": int(c["step"]), "lr": float(c["lr"]), "weights": str(c["weights"]), "delta": str(c["delta"]), "numel": int(c["numel"])}
+    for k in ("weights", "delta"):
+        if not store.backend.has_object(out[k]):
+            raise ValueError(f"checkpoint of step {out['step']}: object {out[k]} ({k}) is not in the store")
     return out
 
 
@@ -247,6 +258,7 @@ class Run:
         measure: Any = "loss",
         damping: float | None = None,
         fisher: str = "run",
+        weights: str = "auto",
     ) -> Any:
         """Two questions, by the arguments given.
 
@@ -255,7 +267,9 @@ class Run:
 
         ``model=, test_inputs=, test_targets=``: which training rows helped each test example
         (``measure="loss"`` or ``"margin"``), from the run's feature blocks; an ``Attribution``
-        (``.scores(train_ids)``, ``.top(query, k)``) — see :mod:`rowtrail.training.attribution`."""
+        (``.scores(train_ids)``, ``.top(query, k)``) — see :mod:`rowtrail.training.attribution`.
+        ``weights="auto"`` computes the test gradients at the run's weight checkpoints when it kept
+        them (``checkpoints=N``), else with ``model``; ``"final"`` always uses ``model``."""
         if model is not None or test_inputs is not None or test_targets is not None:
             if group is not None or steps is not None:
                 raise ValueError("attribute() takes either group= (the update ledger) or model=, test_inputs=, test_targets= (test examples), not both")
@@ -265,7 +279,7 @@ class Run:
                 raise RefError(f"run {self.id} recorded no attribution features; record it with rt.training.Recorder(..., features=dict(dim=256, every=1))")
             from ..training.attribution import attribute_examples
 
-            return attribute_examples(self, model, test_inputs, test_targets, measure=measure, damping=damping, fisher=fisher)
+            return attribute_examples(self, model, test_inputs, test_targets, measure=measure, damping=damping, fisher=fisher, weights=weights)
         contrib = self.table("contributions")
         meta = self.table("step_meta")
         if contrib is None or meta is None:
@@ -325,6 +339,43 @@ class Run:
                 }
             )
         return out
+
+    def checkpoint(self, step: int) -> dict[str, dict[str, Any]]:
+        """The weight checkpoint kept at ``step`` (``checkpoints=N`` when recording): per parameter,
+        ``{"weights": array before the step, "delta": the step's update}`` (float32 numpy arrays)."""
+        got = next((c for c in self.entry.get("checkpoints") or [] if c["step"] == step), None)
+        if got is None:
+            kept = [c["step"] for c in self.entry.get("checkpoints") or []]
+            raise RefError(f"run {self.id} kept no checkpoint at step {step}; kept: {kept[:20] or 'none (record with checkpoints=N)'}")
+        flat = {k: self._array(got[k]) for k in ("weights", "delta")}
+        out, at = {}, 0
+        for name, shape in self.entry["config"]["checkpoints"]["parameters"]:
+            size = int(np.prod(shape)) if shape else 1
+            out[name] = {k: v[at : at + size].reshape(shape) for k, v in flat.items()}
+            at += size
+        return out
+
+    def model_at(self, model: Any, step: int) -> Any:
+        """A copy of ``model`` holding the weights kept at checkpoint ``step`` (parameters outside
+        the run's groups keep the values of ``model``)."""
+        import copy
+
+        import torch
+
+        twin = copy.deepcopy(model)
+        named = dict(twin.named_parameters())
+        with torch.no_grad():
+            for name, arrays in self.checkpoint(step).items():
+                named[name].copy_(torch.from_numpy(arrays["weights"]))
+        return twin
+
+    def _array(self, digest: str) -> np.ndarray:
+        import io
+
+        data = self.store.backend.read_bytes(digest)
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise StoreError(f"run {self.id}: object {digest} is damaged; run 'rowtrail verify'")
+        return np.load(io.BytesIO(data), allow_pickle=False)
 
     def feature_blocks(self) -> list[dict[str, Any]]:
         """The run's feature block entries (empty when it was recorded without ``features=``)."""

@@ -121,6 +121,9 @@ def _referenced(state: State) -> dict[str, str]:
                 for k in ("rows", "block"):
                     if block.get(k):
                         refs[block[k]] = where
+            for c in e.get("checkpoints") or []:
+                for k in ("weights", "delta"):
+                    refs[c[k]] = where
         elif e["kind"] == "purge":
             for f in e.get("features") or []:
                 refs[f["block"]] = where

@@ -38,6 +38,7 @@ def record(
     config: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
     features: Mapping[str, Any] | None = None,
+    checkpoints: int | None = None,
 ) -> Recorder:
     """A context manager recording a training run over corpus ``version`` (a ref or a ``Version``):
     call ``rec.step(row_ids)`` after every ``optimizer.step()``; on a normal exit the run is saved
@@ -46,7 +47,7 @@ def record(
     ``ROWTRAIL_DISABLED=1`` makes it a no-op: no hooks, no writes. ``features=dict(dim=256, every=1)``
     also stores projected per-example gradients for test-example attribution."""
     Recorder = _recorder_class()
-    return Recorder(store, version, model, optimizer, groups=groups, corpus=corpus, config=config, enabled=enabled, features=features)
+    return Recorder(store, version, model, optimizer, groups=groups, corpus=corpus, config=config, enabled=enabled, features=features, checkpoints=checkpoints)
 
 
 def loader(store: Store, version: str, **kwargs: Any) -> Any:

@@ -27,10 +27,13 @@ batches of 16, every=1): the run Fisher ranks the planted row 1st, 13× ahead of
 per-batch Fisher ranks it 33rd — use it only with checkpoints that hold many rows. λ defaults to 0.1 × the mean diagonal of F (of each F_c);
 ``damping=`` sets it outright.
 
-What this slice does not store. The model's weights at the checkpoints are **not** recorded, so ψ_q
-is computed with the model as passed (normally the final weights) and reused at every checkpoint;
-the training features are from the weights each step actually saw. Under Adam or momentum the
-SGD-style step (−lr·∇ℓ_i) is an approximation; the optimizer's preconditioner is not used.
+Weights. A run recorded with ``checkpoints=N`` keeps the grouped parameters (and the update) every
+N-th step; then ψ_q for a feature block is computed at the weights of the latest checkpoint at or
+before the block's step (``weights="auto"``/``"checkpoints"``), as TracIn-CP recomputes the test
+gradient at each checkpoint. Without checkpoints (or with ``weights="final"``) ψ_q is computed with the
+model as passed (normally the final weights) and reused at every step. The training features are
+always from the weights each step actually saw. Under Adam or momentum the SGD-style step (−lr·∇ℓ_i)
+is an approximation; the optimizer's preconditioner is not used.
 Only the parameters that the recorder traced contribute (Linear, Embedding and torch.func modules;
 see the run config's ``features.layers``).
 """
@@ -134,6 +137,7 @@ def attribute_examples(
     measure: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "loss",
     damping: float | None = None,
     fisher: str = "run",
+    weights: str = "auto",
 ) -> Attribution:
     """Score every training row of ``run``'s feature blocks for each test example (module docstring)."""
     cfg = (run.entry.get("config") or {}).get("features")
@@ -148,13 +152,26 @@ def attribute_examples(
         raise ValueError(f"measure= is one of {', '.join(MEASURES)} or a callable(outputs, targets) -> per-example values; not {measure!r}")
     if damping is not None and not damping > 0:
         raise ValueError(f"damping= must be positive, not {damping!r}")
+    if weights not in ("auto", "checkpoints", "final"):
+        raise ValueError(f"weights= is 'auto', 'checkpoints' or 'final', not {weights!r}")
+    checkpoints = run.entry.get("checkpoints") or []
+    if weights == "checkpoints" and not checkpoints:
+        raise RefError(f"run {run.id} kept no weight checkpoints; record it with checkpoints=N, or use weights='final'")
     plans = [LayerPlan.from_json(d) for d in cfg["layers"]]
-    psi = query_features(model, plans, test_inputs, test_targets, measure)  # [Q, D]
     dim_total = int(cfg["dim_total"])
+    # ψ per feature block: at the weights of the latest checkpoint at or before the block's step
+    # (TracIn's test gradient at each checkpoint), or with the model as passed
+    use = sorted(checkpoints, key=lambda c: c["step"]) if weights != "final" else []
+    which = [max((k for k, c in enumerate(use) if c["step"] <= b["step"]), default=-1) for b in blocks]
+    psis: dict[int, np.ndarray] = {}
+    for k in sorted(set(which)):
+        at = model if k < 0 else run.model_at(model, use[k]["step"])
+        psis[k] = query_features(at, plans, test_inputs, test_targets, measure)  # [Q, D]
 
     loaded = [load_block(run, b, dim_total) for b in blocks]
     ids = np.unique(np.concatenate([r for r, _ in loaded])) if loaded else np.empty(0, ID_DTYPE)
-    scores_t = np.zeros((len(ids), psi.shape[0]))  # [train, query]: np.add.at on the leading axis
+    n_query = next(iter(psis.values())).shape[0]
+    scores_t = np.zeros((len(ids), n_query))  # [train, query]: np.add.at on the leading axis
     lambdas: list[float] = []
     if fisher == "run":
         n_total = sum(len(r) for r, _ in loaded)
@@ -164,11 +181,13 @@ def attribute_examples(
         fis /= max(n_total, 1)
         lam = damping if damping is not None else _default_damping(float(np.trace(fis)) / dim_total)
         lambdas.append(lam)
-        solved = np.linalg.solve(fis + lam * np.eye(dim_total), psi.T)  # (F + λI)⁻¹ψ: [D, Q]
-        for b, (rows, phi) in zip(blocks, loaded):
-            np.add.at(scores_t, np.searchsorted(ids, rows), -float(b["lr"]) * (phi @ solved))
+        inverse = np.linalg.inv(fis + lam * np.eye(dim_total))
+        solved = {k: inverse @ psi.T for k, psi in psis.items()}  # (F + λI)⁻¹ψ: [D, Q]
+        for b, (rows, phi), k in zip(blocks, loaded, which):
+            np.add.at(scores_t, np.searchsorted(ids, rows), -float(b["lr"]) * (phi @ solved[k]))
     else:
-        for b, (rows, phi) in zip(blocks, loaded):
+        for b, (rows, phi), k in zip(blocks, loaded, which):
+            psi = psis[k]
             n = len(rows)
             gram = phi @ phi.T
             lam = damping if damping is not None else _default_damping(float(np.trace(gram)) / (n * dim_total))

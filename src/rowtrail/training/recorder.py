@@ -132,6 +132,7 @@ class Recorder:
         config: Mapping[str, Any] | None = None,
         enabled: bool | None = None,
         features: Mapping[str, Any] | None = None,
+        checkpoints: int | None = None,
     ):
         self.enabled = (not disabled_by_env()) if enabled is None else bool(enabled)
         self.run_id: str | None = None
@@ -152,6 +153,9 @@ class Recorder:
             raise ValueError(f"config= must be JSON (string keys; numbers, strings, lists, objects; no NaN): {exc}") from None
         self._resolve_groups(groups)
         self._features_opts = FeatureOptions.parse(features) if features is not None else None
+        if checkpoints is not None and (isinstance(checkpoints, bool) or not isinstance(checkpoints, int) or checkpoints < 1):
+            raise ValueError(f"checkpoints= is a positive integer (keep the weights and the update every N-th recorded step), not {checkpoints!r}")
+        self._checkpoint_every = checkpoints
         self._plans: list[tuple[int, LayerPlan]] = []  # (index into self._traced, plan)
         if self._features_opts is not None:
             for k, tr in enumerate(self._traced):
@@ -251,6 +255,7 @@ class Recorder:
         self._calls = 0
         # per checkpoint: (step, lr, row ids, float16 block, its power-of-two scale as a 0-d tensor)
         self._blocks: list[tuple[int, float, bytes, torch.Tensor, torch.Tensor]] = []
+        self._checkpoints: list[dict[str, Any]] = []  # stored objects: weights before the step, and Δθ
 
     def __enter__(self) -> Recorder:
         if self._entered:
@@ -359,7 +364,11 @@ class Recorder:
                     tr.calls.clear()
                 raise ValueError(f"rec.step: tokens must be B × T indexes into the {n} row ids (or −1)")
         try:
+            every = self._checkpoint_every
+            weights = self._flat(self._snapshot) if every and self.steps % every == 0 else None
             dots, norm_sq, update_sq = self._contributions(n, token_rows)
+            if weights is not None:
+                self._checkpoints.append({"step": self.steps, "lr": self._lr, "weights": self._put_array(weights), "delta": self._put_array(self._flat(self._snapshot)), "numel": int(weights.size)})
             opts = self._features_opts
             block = self._features(n, token_rows) if opts is not None and self.steps % opts.every == 0 else None
         finally:
@@ -467,6 +476,15 @@ class Recorder:
         scale = torch.exp2(torch.ceil(torch.log2(top)) - 10)
         return (phi / scale).to(torch.float16), scale
 
+    @torch.no_grad()
+    def _flat(self, tensors: list[torch.Tensor]) -> np.ndarray:
+        return torch.cat([t.detach().reshape(-1).float() for t in tensors]).cpu().numpy()
+
+    def _put_array(self, arr: np.ndarray) -> str:
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        return self.store.backend.put_bytes(buf.getvalue())
+
     # -- saving ------------------------------------------------------------------------------------
     def _save(self) -> str:
         from ..ops.runs import save_run
@@ -482,6 +500,7 @@ class Recorder:
             finished_at=now_rfc3339(),
             code=model_code_sha256(self.model),
             features=features,
+            checkpoints=self._checkpoints if self._checkpoint_every else None,
             **tables,
         )
 
@@ -573,6 +592,18 @@ class Recorder:
             "loss_reduction": "mean",
             "user": self.user_config,
             **({"features": self.features_config()} if self._features_opts is not None else {}),
+            **({"checkpoints": self.checkpoints_config()} if self._checkpoint_every else {}),
+        }
+
+    def checkpoints_config(self) -> dict[str, Any]:
+        """What a checkpoint holds: the grouped parameters, flattened in this order, as float32."""
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        return {
+            "every": self._checkpoint_every,
+            "dtype": "float32",
+            "weights": "parameters before the step",
+            "delta": "parameters after the step minus before",
+            "parameters": [[names[id(p)], list(p.shape)] for p in self._params],
         }
 
     def features_config(self) -> dict[str, Any]:
