@@ -156,6 +156,9 @@ class Recorder:
         if checkpoints is not None and (isinstance(checkpoints, bool) or not isinstance(checkpoints, int) or checkpoints < 1):
             raise ValueError(f"checkpoints= is a positive integer (keep the weights and the update every N-th recorded step), not {checkpoints!r}")
         self._checkpoint_every = checkpoints
+        self._sgd_groups = _plain_sgd_groups(optimizer, self._params)
+        self._snapped = True
+        self._group_lrs: list[float] = []
         self._plans: list[tuple[int, LayerPlan]] = []  # (index into self._traced, plan)
         if self._features_opts is not None:
             for k, tr in enumerate(self._traced):
@@ -304,9 +307,14 @@ class Recorder:
         if self._opt_steps > 1:
             return  # rec.step will refuse: the snapshot must stay the one before the first update
         self._lr = float(optimizer.param_groups[0]["lr"])
-        with torch.no_grad():
-            for buf, p in zip(self._snapshot, self._params):
-                buf.copy_(p)
+        self._group_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        every = self._checkpoint_every
+        # plain SGD: the update is −lr·grad, read after the step; no snapshot (but at a checkpoint)
+        self._snapped = self._sgd_groups is None or bool(every and self.steps % every == 0)
+        if self._snapped:
+            with torch.no_grad():
+                for buf, p in zip(self._snapshot, self._params):
+                    buf.copy_(p)
 
     def _forward_hook(self, k: int) -> Callable[..., None]:
         tr = self._traced[k]
@@ -390,8 +398,16 @@ class Recorder:
     @torch.no_grad()
     def _contributions(self, n: int, token_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         delta = self._snapshot
-        for buf, p in zip(delta, self._params):
-            torch.sub(p.detach(), buf, out=buf)  # the snapshot buffer now holds Δθ
+        if self._snapped:
+            for buf, p in zip(delta, self._params):
+                torch.sub(p.detach(), buf, out=buf)  # the snapshot buffer now holds Δθ
+        else:  # plain SGD: Δθ = −lr·grad (up to the rounding of θ − lr·grad)
+            assert self._sgd_groups is not None
+            for buf, p, k in zip(delta, self._params, self._sgd_groups):
+                if p.grad is None:
+                    buf.zero_()
+                else:
+                    torch.mul(p.grad.detach(), -self._group_lrs[k], out=buf)
         update_sq = torch.zeros(len(self.group_names), dtype=torch.float64, device=delta[0].device)
         for buf, k in zip(delta, self._param_group):
             # float32 cascade summation is accurate here; a float64 reduction is ~30x slower on CPU
@@ -427,7 +443,11 @@ class Recorder:
             a, g = _joined(tr, n)
             if tr.weight_group is not None:
                 dw = delta[self._slot[id(mod.weight)]]
-                d, s = _linear_weight(a, g, dw)
+                fast = None
+                if self._sgd_groups is not None and mod.weight.grad is not None:
+                    lr = self._group_lrs[self._sgd_groups[self._slot[id(mod.weight)]]]
+                    fast = _linear_weight_sgd(a, g, mod.weight.grad.detach(), lr)
+                d, s = fast if fast is not None else _linear_weight(a, g, dw)
                 dots[:, tr.weight_group] += d
                 norm_sq[:, tr.weight_group] += s
             if tr.bias_group is not None:
@@ -677,6 +697,46 @@ def _packed(a: torch.Tensor, g: torch.Tensor, token_rows: torch.Tensor, n: int, 
         g_rows = torch.zeros(n, g.shape[2], dtype=g.dtype, device=g.device).index_add_(0, idx[live], g.reshape(b * t, -1)[live])
         dots[:, tr.bias_group] += (g_rows @ db.to(g.dtype)).double()
         norm_sq[:, tr.bias_group] += torch.sum(g_rows * g_rows, 1).double()
+
+
+def _plain_sgd_groups(optimizer: Any, params: list[torch.Tensor]) -> list[int] | None:
+    """Per parameter, the index of its optimizer group when the optimizer is plain SGD (no momentum,
+    weight decay or maximize: the update is exactly −lr·grad); else None."""
+    if type(optimizer) is not torch.optim.SGD:
+        return None
+    for g in optimizer.param_groups:
+        if g.get("momentum", 0) or g.get("weight_decay", 0) or g.get("maximize", False) or isinstance(g.get("lr"), torch.Tensor):
+            return None
+    where = {id(p): k for k, g in enumerate(optimizer.param_groups) for p in g["params"]}
+    return [where[id(p)] for p in params]
+
+
+def _linear_weight_sgd(a: torch.Tensor, g: torch.Tensor, grad: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Under plain SGD, ΔW = −lr·∇W, and when ∇W is exactly Σ_j Σ_t γ_jt a_jtᵀ (no other gradient
+    term, e.g. a penalty added to the loss) ⟨g_i, ΔW⟩ = −lr·Σ_j Σ_{t,s} (γ_it·γ_js)(a_it·a_js): Gram
+    matrices of the batch, (B·T)²·(in + out) multiply-adds instead of B·T·in·out. Whether ∇W has
+    that form is checked with a random rank-one probe uᵀ∇W v = Σ (uᵀγ)(aᵀv) (Freivalds); None when
+    it fails or the Gram route is not cheaper."""
+    b, t, n_in = a.shape
+    n_out = g.shape[2]
+    bt = b * t
+    if bt * (n_in + n_out) >= n_in * n_out:
+        return None
+    af, gf = a.reshape(bt, n_in), g.reshape(bt, n_out).to(a.dtype)
+    gen = torch.Generator(device=a.device).manual_seed(bt * 1_000_003 + n_in * 101 + n_out)
+    u = torch.randn(n_out, generator=gen, device=a.device, dtype=a.dtype)
+    v = torch.randn(n_in, generator=gen, device=a.device, dtype=a.dtype)
+    gu, av = gf @ u, af @ v
+    lhs = float(u @ (grad.to(a.dtype) @ v))
+    rhs = float(gu @ av)
+    if abs(lhs - rhs) > 1e-3 * float((gu.abs() * av.abs()).sum()) + 1e-30:
+        return None
+    pair = (gf @ gf.T).mul_(af @ af.T)  # (γ_x·γ_y)(a_x·a_y) for every two tokens of the batch
+    if t == 1:
+        return (-lr * pair.sum(1)).double(), torch.diagonal(pair).double()
+    per_row = pair.reshape(b, t, bt).sum(1)  # example i's tokens against every token
+    sq = per_row.reshape(b, b, t).sum(2).diagonal()
+    return (-lr * per_row.sum(1)).double(), sq.double()
 
 
 def _linear_weight(a: torch.Tensor, g: torch.Tensor, dw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
