@@ -24,7 +24,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import orjson
@@ -125,6 +125,13 @@ class LocalBackend:
             return
         _fsync_dir(path.parent)
 
+    def prefetch(self, digests: Iterable[str]) -> None:
+        """Objects about to be read (a no-op here: they are local files already)."""
+
+    def hash_object(self, digest: str) -> str:
+        """SHA-256 of the object's bytes as the store holds them now."""
+        return file_sha256(self.object_path(digest))
+
     def read_bytes(self, digest: str) -> bytes:
         try:
             return self.object_path(digest).read_bytes()
@@ -173,6 +180,10 @@ class LocalBackend:
             return orjson.loads(self.head_path.read_bytes())
         except FileNotFoundError:
             return None
+
+    def journal_bytes(self) -> bytes:
+        """The whole journal file as stored (committed part and any residue past HEAD), for verify."""
+        return self.journal_path.read_bytes() if self.journal_path.exists() else b""
 
     def read_journal(self) -> tuple[list[bytes], bytes]:
         """The committed journal lines (up to HEAD) and any bytes past them (an interrupted write)."""
