@@ -50,8 +50,8 @@ class VerifyReport:
 
 def _check_journal(store: Store, rep: VerifyReport) -> list[bytes]:
     backend = store.backend
+    data = backend.journal_bytes()  # first: on an object store this also re-reads the tip from the remote
     head = backend.read_head()
-    data = backend.journal_path.read_bytes() if backend.journal_path.exists() else b""
     if head is None:
         rep.problem("HEAD.json", "missing: the store has no committed journal head")
         return []
@@ -174,11 +174,7 @@ def _check_objects(store: Store, rep: VerifyReport, only: set[str] | None, progr
     names = list(backend.iter_objects())
     todo = names if only is None else [n for n in names if n in only]
     for i, digest in enumerate(todo):
-        h = hashlib.sha256()
-        with open(backend.object_path(digest), "rb") as fh:
-            while block := fh.read(1 << 22):
-                h.update(block)
-        if h.hexdigest() != digest:
+        if backend.hash_object(digest) != digest:  # the store's bytes (on an object store: the remote's, not a cached copy)
             rep.problem(f"object {digest}", "damaged: its bytes no longer hash to its name")
         if progress and i % 64 == 0:
             progress("objects", i, len(todo))
