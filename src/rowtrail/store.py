@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .backends.local import LocalBackend
-from .errors import StoreError, StoreExistsError, StoreNotFoundError
+from .backends.objectstore import is_url
+from .errors import StoreExistsError, StoreNotFoundError
 from .hashing import ID_DTYPE
 from .segments import ids_column_to_numpy
 from .sources.registry import SourceRegistry
@@ -28,6 +30,7 @@ from .versions.journal import State, encode_entry, now_rfc3339
 from .versions.manifest import ChunkCache
 
 if TYPE_CHECKING:
+    from .backends.objectstore import ObjectStoreBackend
     from .ops.apply import ApplyReport
     from .ops.bisect import BisectReport
     from .ops.ingest import IngestReport
@@ -40,42 +43,60 @@ STORE_FORMAT = 1
 CONFIG_TEXT = f'# rowtrail store\nformat = {STORE_FORMAT}\n'
 
 
-def resolve_path(path: str | os.PathLike[str] | None) -> Path:
+def resolve_path(path: str | os.PathLike[str] | None) -> Path | str:
+    """Where a store lives: a local directory (a ``Path``), or an fsspec URL such as
+    ``s3://bucket/prefix`` (a ``str``)."""
     if path is None:
         path = os.environ.get("ROWTRAIL_STORE") or DEFAULT_STORE
     text = str(path)
-    if "://" in text and not text.startswith("file://"):
-        raise StoreError(f"object-store URLs ({text.split('://')[0]}://) need the object-store backend, which this build does not include")
+    if isinstance(path, PurePath) and re.match(r"^[a-z][a-z0-9+.-]*:/[^/]", text) and not text.startswith("file:"):
+        text = text.replace(":/", "://", 1)  # a URL that went through Path() lost a slash
+    if is_url(text):
+        return text.rstrip("/")
     return Path(text.removeprefix("file://")).expanduser()
 
 
-def init(path: str | os.PathLike[str] | None = None) -> Store:
-    """Create a store (default ``./.rowtrail``) and return it."""
-    root = resolve_path(path)
-    backend = LocalBackend(root)
+def _make_backend(where: Path | str, storage_options: dict[str, Any] | None) -> LocalBackend | ObjectStoreBackend:
+    if isinstance(where, Path):
+        return LocalBackend(where)
+    from .backends.objectstore import ObjectStoreBackend
+
+    return ObjectStoreBackend(where, storage_options)
+
+
+def init(path: str | os.PathLike[str] | None = None, storage_options: dict[str, Any] | None = None) -> Store:
+    """Create a store (default ``./.rowtrail``; or at an fsspec URL such as ``s3://bucket/prefix``) and
+    return it."""
+    where = resolve_path(path)
+    backend = _make_backend(where, storage_options)
     if backend.exists():
-        raise StoreExistsError(f"a store already exists at {root}; open it with rt.open({str(root)!r})")
-    root.mkdir(parents=True, exist_ok=True)
+        raise StoreExistsError(f"a store already exists at {where}; open it with rt.open({str(where)!r})")
+    if isinstance(where, Path):
+        where.mkdir(parents=True, exist_ok=True)
     backend.create(CONFIG_TEXT)
-    store = Store(root)
+    store = Store(where, storage_options=storage_options, _backend=backend)
     with store._write() as state:
         store._append(state, {"kind": "init", "format": STORE_FORMAT})
     return store
 
 
-def open(path: str | os.PathLike[str] | None = None) -> Store:  # noqa: A001 - public name fixed by the design
-    """Open an existing store."""
-    return Store(resolve_path(path))
+def open(path: str | os.PathLike[str] | None = None, storage_options: dict[str, Any] | None = None) -> Store:  # noqa: A001 - public name fixed by the design
+    """Open an existing store (a directory, or an fsspec URL such as ``s3://bucket/prefix``)."""
+    return Store(resolve_path(path), storage_options=storage_options)
 
 
 class Store:
     """A rowtrail store: sources, rows, versions and the journal that records them."""
 
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        self.backend = LocalBackend(self.path)
+    def __init__(self, path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None, _backend: Any = None):
+        where = resolve_path(path)
+        self.backend = _backend or _make_backend(where, storage_options)
+        # ``url``: where the store lives; ``path``: a local directory laid out like a store (for an
+        # object store, its read-through mirror, whose objects/ DuckDB and pyarrow read)
+        self.url = str(where)
+        self.path = where if isinstance(where, Path) else self.backend.root
         if not self.backend.exists():
-            raise StoreNotFoundError(f"no rowtrail store at {self.path}; create one with 'rowtrail init' (or pass --store PATH)")
+            raise StoreNotFoundError(f"no rowtrail store at {self.url}; create one with 'rowtrail init' (or pass --store PATH)")
         self._state: State | None = None
         self._state_key: Any = None
         self.chunks = ChunkCache(self.backend)
@@ -85,7 +106,7 @@ class Store:
         self.sources = SourceRegistry(self)
 
     def __repr__(self) -> str:
-        return f"<rowtrail.Store {self.path}>"
+        return f"<rowtrail.Store {self.url}>"
 
     # -- state and writes --------------------------------------------------------------------------
     @property
@@ -212,10 +233,14 @@ class Store:
         return hit
 
     def version_rows(self, version_id: str) -> np.ndarray:
-        return self.chunks.load_all(self.manifest(version_id)["rows"]["chunks"])
+        chunks = self.manifest(version_id)["rows"]["chunks"]
+        self.backend.prefetch(c[0] for c in chunks)
+        return self.chunks.load_all(chunks)
 
     def version_inputs(self, version_id: str) -> np.ndarray:
-        return self.chunks.load_all(self.manifest(version_id)["inputs"]["chunks"])
+        chunks = self.manifest(version_id)["inputs"]["chunks"]
+        self.backend.prefetch(c[0] for c in chunks)
+        return self.chunks.load_all(chunks)
 
     # -- verbs -------------------------------------------------------------------------------------
     def ingest(self, inputs: Any, source: str | None = None, **kwargs: Any) -> IngestReport:
