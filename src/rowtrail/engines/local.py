@@ -314,12 +314,8 @@ class LocalEngine:
         found: set[str] = set()
         needs = step.needs
         plan = None
-        total = len(frame)
         if step.scope == "global":
-            feats = []
-            for seg, pos in frame.groups():
-                feats.append(step.features(self.batch(frame, seg, pos, needs, found)))
-                self._tick(f"{stage} (features)", sum(len(f) for f in feats), total)
+            feats = self._features(frame, step, needs, found, stage)
             plan = step.plan(pa.Table.from_batches(feats)) if feats else None  # no rows: no batches to decide
             needs = getattr(step, "apply_needs", frozenset())
             found.update(needs)
@@ -328,19 +324,7 @@ class LocalEngine:
         col_parts: dict[str, list[pa.Array]] = {}
         drops, edges, weights = [], [], []
         new_frames: list[tuple[np.ndarray, np.ndarray, int]] = []  # (records, src, pending index)
-        done = 0
-        expressions = tuple(getattr(step, "expressions", ()))
-        for seg, pos in frame.groups():
-            batch = self.batch(frame, seg, pos, needs, found, expressions)
-            done += len(pos)
-            self._tick(stage, done, total)
-            changes = Changes(step, batch)
-            step.apply(batch, changes, plan)
-            result = changes.finish()
-            if not result.accounted:
-                check_output(step, frame.rec["id"][pos], result)
-            elif len(result.weights) and (not np.all(np.isfinite(result.weights)) or np.any(result.weights <= 0)):
-                raise StepError(f"step '{step.name}' returned weights that are not finite and > 0 for its passed rows")
+        for pos, result, new in self._decide(frame, step, plan, needs, found, stage):
             kept_pos.append(pos[result.kept])
             kept_w.append(result.weights)
             for name, arr in result.columns.items():
@@ -351,8 +335,8 @@ class LocalEngine:
             if len(changed):
                 at = pos[result.kept][changed]
                 weights.append(pa.table({"row_id": numpy_to_ids_column(frame.rec["id"][at]), "before": frame.rec["w"][at], "after": result.weights[changed]}, schema=WEIGHT_SCHEMA))
-            if result.new_rows.num_rows:
-                new_frames.append(self._pending(step, frame, seg, pos, result))
+            if new is not None:
+                new_frames.append(new)
         missing = {n for n in step.needs | needs if n not in found and n not in (CONTENT_TEXT, CONTENT_FIELDS, "row_id", "weight")}
         missing -= set(frame.columns)
         if missing and len(frame) and not self.strict:
@@ -387,9 +371,44 @@ class LocalEngine:
         )
         return out, run
 
+    def _features(self, frame: Frame, step: Step, needs: frozenset[str], found: set[str], stage: str) -> list[pa.RecordBatch]:
+        """A global step's features of every batch, in frame order (the input of ``step.plan``)."""
+        feats: list[pa.RecordBatch] = []
+        for seg, pos in frame.groups():
+            feats.append(step.features(self.batch(frame, seg, pos, needs, found)))
+            self._tick(f"{stage} (features)", sum(len(f) for f in feats), len(frame))
+        return feats
+
+    def _decide(self, frame: Frame, step: Step, plan: Any, needs: frozenset[str], found: set[str], stage: str) -> Iterator[tuple[np.ndarray, StepOutput, tuple[np.ndarray, np.ndarray, int] | None]]:
+        """Per batch, in frame order: its frame positions, what the step did to it (checked), and
+        the frame records of the rows it created (registered as a pending segment), if any."""
+        done = 0
+        for seg, pos in frame.groups():
+            result = self.decide_batch(frame, seg, pos, step, plan, needs, found)
+            done += len(pos)
+            self._tick(stage, done, len(frame))
+            yield pos, result, (self._pending(step, frame, seg, pos, result) if result.new_rows.num_rows else None)
+
+    def decide_batch(self, frame: Frame, seg: int, pos: np.ndarray, step: Step, plan: Any, needs: frozenset[str], found: set[str]) -> StepOutput:
+        """Run the step's ``apply`` over one batch and check its accounting."""
+        batch = self.batch(frame, seg, pos, needs, found, tuple(getattr(step, "expressions", ())))
+        changes = Changes(step, batch)
+        step.apply(batch, changes, plan)
+        result = changes.finish()
+        if not result.accounted:
+            check_output(step, frame.rec["id"][pos], result)
+        elif len(result.weights) and (not np.all(np.isfinite(result.weights)) or np.any(result.weights <= 0)):
+            raise StepError(f"step '{step.name}' returned weights that are not finite and > 0 for its passed rows")
+        return result
+
     def _pending(self, step: Step, frame: Frame, seg: int, pos: np.ndarray, result: StepOutput) -> tuple[np.ndarray, np.ndarray, int]:
         """Rows a step created from one segment's batch: a pending segment inheriting parents' provenance."""
-        new = result.new_rows
+        segment = self.pending_segment(step, frame, seg, pos, result.new_rows)
+        return self.add_pending(segment, frame, pos, result.new_rows)
+
+    def pending_segment(self, step: Step, frame: Frame, seg: int, pos: np.ndarray, new: pa.Table) -> PendingSegment:
+        """The provenance and content tables of the rows a step created (``StepOutput.new_rows``)
+        from the batch at ``pos``: each inherits its parent's provenance."""
         parent_pos = pos[new.column("parent").to_numpy()]
         parent_rows = frame.rec["row"][parent_pos].astype(np.int64)
         if seg >= PENDING:
@@ -418,7 +437,13 @@ class LocalEngine:
                 prov = prov.append_column(name, col)
         content = pa.table({"row_id": new.column("row_id"), "content": new.column("content")})
         srcs = tuple(sorted(set(prov.column("source_id").to_pylist())))
-        self.pending.append(PendingSegment(step.id, prov, content, srcs))
+        return PendingSegment(step.id, prov, content, srcs)
+
+    def add_pending(self, segment: Any, frame: Frame, pos: np.ndarray, new: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
+        """Register a pending segment; the frame records (and sources) of its rows. ``new`` needs
+        ``row_id``, ``weight`` and ``parent`` (index into the batch at ``pos``)."""
+        parent_pos = pos[new.column("parent").to_numpy()]
+        self.pending.append(segment)
         k = len(self.pending) - 1
         rec = np.empty(new.num_rows, dtype=FRAME_DTYPE)
         rec["id"] = ids_of(new)

@@ -30,7 +30,7 @@ from ..versions.manifest import RECORD_DTYPE
 from .inputs import current_inputs
 
 if TYPE_CHECKING:
-    from ..engines.local import RunResult
+    from ..engines.local import LocalEngine, RunResult
     from ..store import Store
     from ..versions.journal import State
 
@@ -53,18 +53,52 @@ class ApplyReport:
         return {k: getattr(self, k) for k in ("corpus", "pipeline", "rows_in", "rows_out", "weight_out", "steps", "warnings", "run", "dry_run")}
 
 
-def run_pipeline(store: Store, pipeline: Pipeline, inputs: np.ndarray, progress: Callable[[str, int, int], None] | None = None, strict: bool = True) -> RunResult:
-    from ..engines.local import LocalEngine
+ENGINES = ("local", "ray")
 
-    return LocalEngine(store, progress=progress, strict=strict).run(pipeline, inputs)
+
+def make_engine(store: Store, engine: str = "local", *, address: str | None = None, progress: Callable[[str, int, int], None] | None = None, strict: bool = True) -> LocalEngine:
+    """The engine that runs a pipeline: ``local`` (this process) or ``ray`` (Ray Data workers, on
+    a local Ray or the cluster at ``address``). Both give the same run, byte for byte."""
+    if engine == "local":
+        if address:
+            raise StepError("--address is for the Ray engine; add --engine ray")
+        from ..engines.local import LocalEngine
+
+        return LocalEngine(store, progress=progress, strict=strict)
+    if engine == "ray":
+        from ..engines.ray import RayEngine
+
+        return RayEngine(store, progress=progress, strict=strict, address=address)
+    raise StepError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+
+
+def run_pipeline(store: Store, pipeline: Pipeline, inputs: np.ndarray, progress: Callable[[str, int, int], None] | None = None, strict: bool = True, engine: str = "local", address: str | None = None) -> RunResult:
+    return make_engine(store, engine, address=address, progress=progress, strict=strict).run(pipeline, inputs)
 
 
 def _put_table(store: Store, table: pa.Table | None, row_group: int = ROW_GROUP_ROWS) -> str | None:
+    return put_table(store.backend, table, row_group)
+
+
+def put_table(backend: Any, table: pa.Table | None, row_group: int = ROW_GROUP_ROWS) -> str | None:
+    """Write a table as a content-addressed Parquet object; None for no rows."""
     if table is None or table.num_rows == 0:
         return None
-    path = store.backend.new_tmp_path(".parquet")
+    path = backend.new_tmp_path(".parquet")
     pq.write_table(table, path, row_group_size=row_group, **PARQUET_OPTS)
-    return store.backend.put_file(path)
+    return backend.put_file(path)
+
+
+def put_pending(backend: Any, segment: Any) -> tuple[str, str]:
+    """The provenance and content objects of a pending segment (written now, unless a worker
+    already wrote them: ``segment.objects``). Every engine writes the same bytes for the same rows."""
+    objects = getattr(segment, "objects", None)
+    if objects:
+        return objects[0], objects[1]
+    prov = put_table(backend, segment.provenance)
+    content = put_table(backend, segment.content.cast(CONTENT_SCHEMA), CONTENT_ROW_GROUP_ROWS)
+    assert prov is not None and content is not None  # a pending segment holds rows
+    return prov, content
 
 
 def publish_run(store: Store, state: State, run: RunResult, corpus: str, pipeline: Pipeline) -> tuple[str, list[dict[str, Any]], np.ndarray]:
@@ -76,13 +110,14 @@ def publish_run(store: Store, state: State, run: RunResult, corpus: str, pipelin
     segments = []
     with store.backend.deferred_sync():
         for k, p in enumerate(run.pending):
+            prov, content = put_pending(store.backend, p)
             segments.append(
                 {
                     "seg": first + k,
                     "sources": list(p.sources),
-                    "provenance": _put_table(store, p.provenance),
-                    "content": _put_table(store, p.content.cast(CONTENT_SCHEMA), CONTENT_ROW_GROUP_ROWS),
-                    "rows": p.provenance.num_rows,
+                    "provenance": prov,
+                    "content": content,
+                    "rows": getattr(p, "rows", None) or p.provenance.num_rows,
                     "step_id": p.step_id,
                 }
             )
@@ -153,23 +188,38 @@ def apply(
     monitor: dict[str, Any] | None = None,
     dry_run: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    engine: str = "local",
+    address: str | None = None,
 ) -> ApplyReport:
+    """Set the corpus pipeline, run it on ``engine`` (``local`` or ``ray``, see ``make_engine``)
+    and stage the run."""
     pipeline = as_pipeline(steps, monitor)
     ids = pipeline.step_ids
     if len(set(ids)) != len(ids):
         raise StepError("the pipeline lists the same step twice (same name, version, params and code); give one a different name")
     with store._write() as state:
-        report = apply_locked(store, state, pipeline, corpus=corpus, dry_run=dry_run, progress=progress)
+        report = apply_locked(store, state, pipeline, corpus=corpus, dry_run=dry_run, progress=progress, engine=engine, address=address)
         if not dry_run:
             store._applied[corpus] = list(pipeline.steps)
     return report
 
 
-def apply_locked(store: Store, state: State, pipeline: Pipeline, *, corpus: str, dry_run: bool = False, progress: Callable[[str, int, int], None] | None = None, strict: bool = True) -> ApplyReport:
+def apply_locked(
+    store: Store,
+    state: State,
+    pipeline: Pipeline,
+    *,
+    corpus: str,
+    dry_run: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+    strict: bool = True,
+    engine: str = "local",
+    address: str | None = None,
+) -> ApplyReport:
     """Run the pipeline over the corpus's input set and (unless a dry run) publish the run with one
     ``pipeline`` journal entry; the caller holds the write lock."""
     inputs = current_inputs(store, state, corpus)
-    run = run_pipeline(store, pipeline, inputs, progress, strict=strict)
+    run = run_pipeline(store, pipeline, inputs, progress, strict=strict, engine=engine, address=address)
     report = ApplyReport(
         corpus=corpus,
         pipeline=[s.definition() for s in pipeline.steps],
