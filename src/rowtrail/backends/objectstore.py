@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 
 from ..errors import ConflictError, StoreError
-from .local import OBJECT_DIR, LocalBackend
+from .local import OBJECT_DIR, LocalBackend, file_sha256
 
 JOURNAL_DIR = "journal"
 SEQ_DIGITS = 20
@@ -161,17 +161,14 @@ class ObjectStoreBackend:
     def _download(self, digest: str, dest: Path) -> None:
         self._ensure_mirror()
         tmp = self.mirror.new_tmp_path(".part")
-        h = hashlib.sha256()
         try:
             try:
-                with self.fs.open(self._object_key(digest), "rb", block_size=1 << 22) as src, open(tmp, "wb") as out:
-                    while block := src.read(1 << 22):
-                        h.update(block)
-                        out.write(block)
+                self.fs.get_file(self._object_key(digest), str(tmp))  # one streamed GET
             except FileNotFoundError:
                 raise StoreError(f"object {digest} is missing from the store at {self.url}; run 'rowtrail verify'") from None
-            if h.hexdigest() != digest:
-                raise StoreError(f"object {digest} at {self.url} is damaged: its bytes hash to {h.hexdigest()}; run 'rowtrail verify'")
+            got = file_sha256(tmp)
+            if got != digest:
+                raise StoreError(f"object {digest} at {self.url} is damaged: its bytes hash to {got}; run 'rowtrail verify'")
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, 0o444)
             os.replace(tmp, dest)  # another thread may have won the same download: same bytes
