@@ -226,7 +226,10 @@ def runs_consuming(store: Store, *, row: str | None = None, source: str | None =
 
 
 def summary(e: dict[str, Any]) -> dict[str, Any]:
-    return {k: e.get(k) for k in ("run_id", "version_id", "corpus", "source", "started_at", "finished_at", "steps", "rows_consumed", "distinct_rows", "rows_outside_version", "config", "code")}
+    out = {k: e.get(k) for k in ("run_id", "version_id", "corpus", "source", "started_at", "finished_at", "steps", "rows_consumed", "distinct_rows", "rows_outside_version", "config", "code")}
+    out["feature_blocks"] = len(e.get("features") or [])
+    out["checkpoints"] = [c["step"] for c in e.get("checkpoints") or []]
+    return out
 
 
 @dataclass

@@ -91,6 +91,8 @@ if TYPE_CHECKING:
 
 DISABLE_ENV = "ROWTRAIL_DISABLED"
 _TRUE = {"1", "true", "yes", "on"}
+# Plain SGD: the rank-one probe of ∇W runs every this many recorded steps (the norm check every step).
+_PROBE_EVERY = 16
 # Per-example gradients of one Linear formed at once when the Gram route is dearer: elements per chunk.
 _MATERIALIZE_CHUNK = 1 << 24
 
@@ -397,22 +399,26 @@ class Recorder:
 
     @torch.no_grad()
     def _contributions(self, n: int, token_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        delta = self._snapshot
+        device = self._snapshot[0].device
+        update_sq = torch.zeros(len(self.group_names), dtype=torch.float64, device=device)
+        grad_sq: list[torch.Tensor | None] = [None] * len(self._params)
+        lrs: list[float] = []
         if self._snapped:
+            delta: Any = self._snapshot
             for buf, p in zip(delta, self._params):
                 torch.sub(p.detach(), buf, out=buf)  # the snapshot buffer now holds Δθ
-        else:  # plain SGD: Δθ = −lr·grad (up to the rounding of θ − lr·grad)
+            for buf, k in zip(delta, self._param_group):
+                # float32 cascade summation is accurate here; a float64 reduction is ~30x slower on CPU
+                update_sq[k] += torch.linalg.vector_norm(buf).double() ** 2
+        else:  # plain SGD: Δθ = −lr·grad (up to the rounding of θ − lr·grad), formed only where needed
             assert self._sgd_groups is not None
-            for buf, p, k in zip(delta, self._params, self._sgd_groups):
-                if p.grad is None:
-                    buf.zero_()
-                else:
-                    torch.mul(p.grad.detach(), -self._group_lrs[k], out=buf)
-        update_sq = torch.zeros(len(self.group_names), dtype=torch.float64, device=delta[0].device)
-        for buf, k in zip(delta, self._param_group):
-            # float32 cascade summation is accurate here; a float64 reduction is ~30x slower on CPU
-            update_sq[k] += torch.linalg.vector_norm(buf).double() ** 2
-        dots = torch.zeros(n, len(self.group_names), dtype=torch.float64, device=delta[0].device)
+            lrs = [self._group_lrs[k] for k in self._sgd_groups]
+            delta = _SgdDelta(self._snapshot, self._params, lrs)
+            for j, (p, k) in enumerate(zip(self._params, self._param_group)):
+                if p.grad is not None:
+                    grad_sq[j] = torch.linalg.vector_norm(p.grad.detach()).double() ** 2
+                    update_sq[k] += lrs[j] ** 2 * grad_sq[j]
+        dots = torch.zeros(n, len(self.group_names), dtype=torch.float64, device=device)
         norm_sq = torch.zeros_like(dots)
         self._per_example = {}
         for k, tr in enumerate(self._traced):
@@ -442,12 +448,12 @@ class Recorder:
                 continue
             a, g = _joined(tr, n)
             if tr.weight_group is not None:
-                dw = delta[self._slot[id(mod.weight)]]
                 fast = None
-                if self._sgd_groups is not None and mod.weight.grad is not None:
-                    lr = self._group_lrs[self._sgd_groups[self._slot[id(mod.weight)]]]
-                    fast = _linear_weight_sgd(a, g, mod.weight.grad.detach(), lr)
-                d, s = fast if fast is not None else _linear_weight(a, g, dw)
+                j = self._slot[id(mod.weight)]
+                if not self._snapped and grad_sq[j] is not None:
+                    probe = self.steps % _PROBE_EVERY == 0
+                    fast = _linear_weight_sgd(a, g, mod.weight.grad.detach(), lrs[j], float(grad_sq[j]), probe)
+                d, s = fast if fast is not None else _linear_weight(a, g, delta[j])
                 dots[:, tr.weight_group] += d
                 norm_sq[:, tr.weight_group] += s
             if tr.bias_group is not None:
@@ -699,6 +705,25 @@ def _packed(a: torch.Tensor, g: torch.Tensor, token_rows: torch.Tensor, n: int, 
         norm_sq[:, tr.bias_group] += torch.sum(g_rows * g_rows, 1).double()
 
 
+class _SgdDelta:
+    """Δθ = −lr·grad per parameter, written into the snapshot buffers on first use (plain SGD)."""
+
+    def __init__(self, buffers: list[torch.Tensor], params: list[torch.Tensor], lrs: list[float]):
+        self.buffers, self.params, self.lrs = buffers, params, lrs
+        self.done = [False] * len(buffers)
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        buf = self.buffers[j]
+        if not self.done[j]:
+            grad = self.params[j].grad
+            if grad is None:
+                buf.zero_()
+            else:
+                torch.mul(grad.detach(), -self.lrs[j], out=buf)
+            self.done[j] = True
+        return buf
+
+
 def _plain_sgd_groups(optimizer: Any, params: list[torch.Tensor]) -> list[int] | None:
     """Per parameter, the index of its optimizer group when the optimizer is plain SGD (no momentum,
     weight decay or maximize: the update is exactly −lr·grad); else None."""
@@ -711,27 +736,31 @@ def _plain_sgd_groups(optimizer: Any, params: list[torch.Tensor]) -> list[int] |
     return [where[id(p)] for p in params]
 
 
-def _linear_weight_sgd(a: torch.Tensor, g: torch.Tensor, grad: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _linear_weight_sgd(a: torch.Tensor, g: torch.Tensor, grad: torch.Tensor, lr: float, grad_sq: float, probe: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Under plain SGD, ΔW = −lr·∇W, and when ∇W is exactly Σ_j Σ_t γ_jt a_jtᵀ (no other gradient
     term, e.g. a penalty added to the loss) ⟨g_i, ΔW⟩ = −lr·Σ_j Σ_{t,s} (γ_it·γ_js)(a_it·a_js): Gram
     matrices of the batch, (B·T)²·(in + out) multiply-adds instead of B·T·in·out. Whether ∇W has
-    that form is checked with a random rank-one probe uᵀ∇W v = Σ (uᵀγ)(aᵀv) (Freivalds); None when
-    it fails or the Gram route is not cheaper."""
+    that form is checked every step by its squared norm (‖∇W‖², already computed for the update,
+    against the Grams' Σ), and on ``probe`` steps also by a random rank-one probe
+    uᵀ∇W v = Σ (uᵀγ)(aᵀv) (Freivalds); None when a check fails or the Gram route is not cheaper."""
     b, t, n_in = a.shape
     n_out = g.shape[2]
     bt = b * t
     if bt * (n_in + n_out) >= n_in * n_out:
         return None
     af, gf = a.reshape(bt, n_in), g.reshape(bt, n_out).to(a.dtype)
-    gen = torch.Generator(device=a.device).manual_seed(bt * 1_000_003 + n_in * 101 + n_out)
-    u = torch.randn(n_out, generator=gen, device=a.device, dtype=a.dtype)
-    v = torch.randn(n_in, generator=gen, device=a.device, dtype=a.dtype)
-    gu, av = gf @ u, af @ v
-    lhs = float(u @ (grad.to(a.dtype) @ v))
-    rhs = float(gu @ av)
-    if abs(lhs - rhs) > 1e-3 * float((gu.abs() * av.abs()).sum()) + 1e-30:
-        return None
+    if probe:
+        gen = torch.Generator(device=a.device).manual_seed(bt * 1_000_003 + n_in * 101 + n_out)
+        u = torch.randn(n_out, generator=gen, device=a.device, dtype=a.dtype)
+        v = torch.randn(n_in, generator=gen, device=a.device, dtype=a.dtype)
+        gu, av = gf @ u, af @ v
+        lhs = float(u @ (grad.to(a.dtype) @ v))
+        rhs = float(gu @ av)
+        if abs(lhs - rhs) > 1e-3 * float((gu.abs() * av.abs()).sum()) + 1e-30:
+            return None
     pair = (gf @ gf.T).mul_(af @ af.T)  # (γ_x·γ_y)(a_x·a_y) for every two tokens of the batch
+    if abs(float(pair.sum()) - grad_sq) > 1e-3 * grad_sq + 1e-30:  # ‖Σγaᵀ‖² must be ‖∇W‖²
+        return None
     if t == 1:
         return (-lr * pair.sum(1)).double(), torch.diagonal(pair).double()
     per_row = pair.reshape(b, t, bt).sum(1)  # example i's tokens against every token
