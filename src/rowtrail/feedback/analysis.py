@@ -8,7 +8,9 @@ pairs are nominal, ratings ordinal (``level="interval"`` to treat them as interv
 Per group of judgements (``figures``): Krippendorff's alpha at that level (missing data allowed);
 Fleiss' kappa over the units rated by the most common number of annotators (ratings as categories);
 and the mean of Cohen's kappa over annotator pairs sharing at least ``MIN_COMMON`` units (quadratic
-weights for ratings, unweighted otherwise).
+weights for ratings, unweighted otherwise). Grouped by annotator, a group is every judgement on the
+items that annotator judged, and ``alpha_without`` is the same items' alpha without that annotator's
+judgements (above ``alpha``: they lower agreement).
 
 Per annotator, against the **pool** (every other annotator of the same unit): the pool value of a
 unit is the others' most frequent value (labels, pairs; ties go to the smallest) or the others'
@@ -339,9 +341,14 @@ def agreement(ann: Annotations, by: str = "guideline", level: str | None = None,
         groups = []
         for g in sorted(set(key.tolist())):
             sel = key == g
-            row = {"group": g, **figures(units[sel], raters[sel], values[sel], lvl)}
             if by == "annotator":
-                row.pop("cohen_kappa_mean"), row.pop("cohen_pairs")
+                # the annotator's items with every judgement on them; and the same without theirs
+                sel = np.isin(units, units[key == g])
+                row = {"group": g, **figures(units[sel], raters[sel], values[sel], lvl)}
+                row["judgements"] = int((key == g).sum())
+                row["alpha_without"] = figures(units[sel & (key != g)], raters[sel & (key != g)], values[sel & (key != g)], lvl)["alpha"]
+            else:
+                row = {"group": g, **figures(units[sel], raters[sel], values[sel], lvl)}
             groups.append(row)
         per_annotator = annotator_vs_pool(t, numeric)
         drifts, ref = drift(t, numeric, cfg)
