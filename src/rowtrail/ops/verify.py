@@ -143,6 +143,10 @@ def _referenced(state: State) -> dict[str, str]:
                 refs[e["envelope"]] = where
         if e["kind"] == "policy" and e.get("digest"):
             refs[e["digest"]] = where
+        if e["kind"] == "guideline.add":  # feedback: a guideline's text; a model's registered outputs
+            refs[e["digest"]] = where
+        if e["kind"] == "model.add" and e.get("outputs"):
+            refs[e["outputs"]] = where
         if e["kind"] in ("pipeline", "commit"):
             for s in e.get("segments") or []:
                 refs[s["provenance"]] = where
