@@ -5,6 +5,7 @@ leaves no row missing or repeated. One local Ray (2 CPUs) serves the whole modul
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -172,3 +173,51 @@ def test_a_worker_killed_mid_step_is_retried_without_lost_or_repeated_rows(ray_s
 def test_import_rowtrail_does_not_import_ray():
     code = "import sys, rowtrail, rowtrail.ops.apply, rowtrail.engines.local; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+PIPELINE_TOML = """
+[[step]]
+use = "filter"
+where = "length(response) > 70"
+reason = "too-short"
+
+[[step]]
+use = "dedupe_exact"
+on = "content_sha256"
+keep = "earliest"
+
+[[step]]
+use = "upsample"
+source = "gamma"
+factor = 3
+
+[[step]]
+use = "sample"
+fraction = 0.9
+seed = "cli"
+"""
+
+
+def test_cli_apply_on_a_ray_cluster_stages_the_same_run_as_the_local_engine(ray_session, stores, tmp_path):
+    local, remote = stores
+    (tmp_path / "pipeline.toml").write_text(PIPELINE_TOML)
+    env = dict(os.environ, COLUMNS="200")
+
+    def cli(store, *args, code=0):
+        p = subprocess.run(
+            [sys.executable, "-m", "rowtrail", "--store", str(store.path), "apply", "pipeline.toml", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert p.returncode == code, p.stderr
+        return p
+
+    address = ray.get_runtime_context().gcs_address  # join this session's Ray (a cluster address is just that)
+    rep_l = json.loads(cli(local, "--json").stdout)
+    rep_r = json.loads(cli(remote, "--engine", "ray", "--address", address, "--json").stdout)
+    assert rep_l["run"] == rep_r["run"] and rep_l["steps"] == rep_r["steps"] and rep_l["rows_out"] < rep_l["rows_in"]
+    assert "--engine" in cli(local, "--engine", "spark", code=2).stderr
+    assert "--engine ray" in cli(local, "--address", address, code=2).stderr

@@ -40,15 +40,23 @@ def apply(
     pipeline: Path = typer.Argument(..., help="A pipeline file (TOML: [[step]] tables, optional [monitor])."),
     corpus: str = typer.Option("main", "--corpus"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what the pipeline would do; stage nothing."),
+    engine: str = typer.Option("local", "--engine", help="Where the steps run: 'local' (this process) or 'ray' (Ray Data; pip install 'rowtrail[ray]'). Same result either way."),
+    address: str | None = typer.Option(None, "--address", help="With --engine ray: the Ray cluster to join ('auto', 'ray://HOST:10001'); default: a local Ray."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Set the corpus pipeline, run it over the input set, and stage the result for 'commit'."""
+    from ..ops.apply import ENGINES
+    from ..ops.apply import apply as run_apply
     from ..steps import load_pipeline
 
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"--engine is one of {', '.join(ENGINES)}", param_hint="--engine")
+    if address and engine != "ray":
+        raise typer.BadParameter("--address needs --engine ray", param_hint="--address")
     pipe = load_pipeline(pipeline)
     store = _open()
     with render.progress("apply", not as_json) as bar:
-        rep = store.apply(pipe, corpus=corpus, dry_run=dry_run, progress=bar)
+        rep = run_apply(store, pipe, corpus=corpus, dry_run=dry_run, progress=bar, engine=engine, address=address)
     if as_json:
         render.print_json(rep.to_dict())
         return
