@@ -221,3 +221,43 @@ def test_cli_apply_on_a_ray_cluster_stages_the_same_run_as_the_local_engine(ray_
     assert rep_l["run"] == rep_r["run"] and rep_l["steps"] == rep_r["steps"] and rep_l["rows_out"] < rep_l["rows_in"]
     assert "--engine" in cli(local, "--engine", "spark", code=2).stderr
     assert "--engine ray" in cli(local, "--address", address, code=2).stderr
+
+
+def test_ingest_parts_read_by_ray_tasks_give_the_same_rows_and_version(ray_session, tmp_path, rowtrail_home, write_jsonl, monkeypatch):
+    import rowtrail.ops.ingest as ingest_mod
+    import rowtrail.readers as readers
+    from rowtrail.engines.ray import run_ingest_parts
+
+    monkeypatch.setattr(readers, "SPLIT_BYTES", 1)  # cut the file into several parts …
+    monkeypatch.setattr(readers, "PART_BYTES", 4096)  # … of about 4 KB each
+    rows = make_rows(200, "alpha") + make_rows(40, "beta")
+    for r in rows:
+        r["src"] = r["id"].split("-")[0]
+    path = write_jsonl(rows, "mixed.jsonl")
+    opts = dict(source_field="src", key_field="id", content_fields=["prompt", "response"], attributes=["lane", "score"], workers=2)
+    versions, parts = [], []
+    for engine in ("local", "ray"):
+        s = rt.init(tmp_path / f"store-{engine}")
+        for src in ("alpha", "beta"):
+            s.sources.add(src, kind="partner-dump", license="CC-BY-4.0", legal_basis="contract")
+        if engine == "ray":
+            monkeypatch.setattr(
+                ingest_mod,
+                "run_parts",
+                lambda spec, p, tables, workers, progress=None: parts.append(len(p)) or run_ingest_parts(spec, p, tables, progress),
+            )
+        rep = s.ingest(path, **opts)
+        assert rep.rows == len(rows)
+        versions.append((s.commit(engine, sign=False), s.rows(version="HEAD").sort_by("row_id")))
+    assert parts and parts[0] > 4  # the Ray ingest read many parts
+    (v_l, rows_l), (v_r, rows_r) = versions
+    assert v_l.content_id == v_r.content_id
+    keep = [c for c in rows_l.column_names if c not in ("ingest_id", "ingested_at")]
+    assert rows_l.select(keep).equals(rows_r.select(keep))
+    # a bad line in one part is reported with its file and line, as by the local ingest
+    bad = tmp_path / "bad.jsonl"
+    lines = path.read_text().splitlines()
+    lines[150] = '{"id": "broken", '
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(rt.errors.IngestError, match=r"bad.jsonl.*151|151.*bad.jsonl"):
+        s.ingest(bad, **opts)

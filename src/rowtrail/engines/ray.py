@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -216,15 +217,19 @@ class RayEngine(LocalEngine):
                 "pending": pending,
             }
         )
-        ds = ray.data.from_arrow(blocks).map_batches(
-            _run_task,
-            batch_format="pyarrow",
-            batch_size=None,
-            zero_copy_batch=True,
-            fn_kwargs={"ctx": ctx},
-            num_cpus=1,
-            ray_remote_args_fn=_remote_args,
-        )
+        with warnings.catch_warnings():
+            # bounded retries have no named parameter in Ray 2.60 (its default retries a dead
+            # worker's task forever, which would hang on a step that always kills its worker)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = ray.data.from_arrow(blocks).map_batches(
+                _run_task,
+                batch_format="pyarrow",
+                batch_size=None,
+                zero_copy_batch=True,
+                fn_kwargs={"ctx": ctx},
+                num_cpus=1,
+                ray_remote_args_fn=_remote_args,
+            )
         out: dict[int, dict[str, Any]] = {}
         done = 0
         try:
@@ -248,6 +253,40 @@ class RayEngine(LocalEngine):
                 f"step '{step.name}': the Ray engine got no result for {len(missing)} batch(es) (first: {missing[0]}); the run is not published"
             )
         return [out[k] for k in range(len(groups))]
+
+
+def run_ingest_parts(
+    spec: Any, parts: list[Any], tables: list[Any], progress: Callable[[int], None] | None = None, address: str | None = None
+) -> list[Any]:
+    """``ops.ingest.run_parts`` on Ray: one task per input part (about 128 MB of a file, see
+    ``readers.plan_parts``), each reading, canonicalizing and hashing its rows into the same Parquet
+    files the local ingest workers write (named by ingest id and part number, so a retried task
+    rewrites the same file). Results come back in part order; the driver publishes them as the local
+    ingest does. Parts read files by path: on a cluster every worker must see the input files.
+    In-memory tables are ingested in this process."""
+    from ..ops.ingest import run_parts
+
+    if tables or not parts:
+        return run_parts(spec, parts, tables, 1, progress)
+    ray = ensure_ray(address)
+    task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_ingest_part)
+    refs = [task.remote(spec, part, i) for i, part in enumerate(parts)]
+    where = {ref: i for i, ref in enumerate(refs)}
+    out: list[Any] = [None] * len(parts)
+    waiting = list(refs)
+    while waiting:
+        ready, waiting = ray.wait(waiting, num_returns=1)
+        for ref in ready:
+            out[where[ref]] = ray.get(ref)
+            if progress:
+                progress(1)
+    return out
+
+
+def _ingest_part(spec: Any, part: Any, index: int) -> Any:
+    from ..ops.ingest import process_part
+
+    return process_part(spec, part, index)
 
 
 def _stored(segment: Any, backend: Any) -> StoredPendingSegment:
