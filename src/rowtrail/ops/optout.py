@@ -413,7 +413,10 @@ def purge_locked(store: Store, state: State, request: dict[str, Any], row_ids: n
     store._append(state, {"kind": "purge", "request_id": request["id"], "segments": changes, "features": features, "envelope": envelope})
     for old in [c["old_content"] for c in changes] + [f["old_block"] for f in features]:
         store.backend.delete_object(old)  # the erased bytes go; nothing references them as current any more
-    return {"segments": len(changes), "rows": int(sum(c["rows"] for c in changes)), "feature_blocks": len(features), "envelope": envelope}
+    from ..search.maintain import drop_for_purge  # search indexes built from the erased text go too
+
+    indexes = drop_for_purge(store, state, wanted, f"purge of opt-out {request['id']}")
+    return {"segments": len(changes), "rows": int(sum(c["rows"] for c in changes)), "feature_blocks": len(features), "indexes_dropped": len(indexes), "envelope": envelope}
 
 
 def _purge_features(store: Store, state: State, wanted: np.ndarray) -> list[dict[str, Any]]:
