@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end demo on the small dataset in examples/demo/: sources, ingest with provenance, signed
 # versions, a diff, a trace, a why, inclusion and exclusion proofs, SQL, a pipeline of pinned steps
-# with row-level lineage and per-step monitoring, bisect, verify, a consent opt-out with its signed
-# receipt, and the transparency table.
+# with row-level lineage and per-step monitoring, bisect, verify, a recorded training run and its
+# attribution, a consent opt-out with its signed receipt (naming the run), and the transparency table.
 # Runs in a fresh temporary store and key home (set ROWTRAIL_DEMO_DIR to keep them somewhere).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/demo" && pwd)"
@@ -55,6 +55,16 @@ step rowtrail export parquet v39 -o "$work/v39-corpus"
 # which change from v38 to v39 leaves fewer than 40 crawl pages? (a corpus test: exit 0 good, 1 bad)
 step rowtrail bisect v38 v39 --test "python3 has_crawl.py {corpus}" --pipeline pipeline.toml
 step rowtrail verify
+
+# a training run on v39 under the recorder (train.py: a tiny code-block classifier): which rows went
+# into each step, what each did to each parameter group, and which rows helped or hurt a test example
+export ROWTRAIL_DEMO_MODEL="$work/model.pt"
+step python3 train.py v39 "$work"
+run=$(rowtrail runs --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["run_id"])')
+step rowtrail run show "$run"
+step rowtrail attribute "$run" --group 0 --by source
+step rowtrail attribute "$run" --model train.py:load --test "$work/test.npz" --query 1 --top 3
+step rowtrail runs --consumed-source crawl-2024-09
 
 # v40: the crawl's site owner withdraws consent. The opt-out removes the pages and everything the
 # pipeline derived from them, commits, registers the request and signs a removal receipt.

@@ -28,6 +28,8 @@ def test_demo_script_runs_end_to_end(tmp_path):
     assert "first bad change: #3 add step 'dedupe-exact'" in out  # bisect names the step that empties the crawl
     assert "folded it into the kept duplicate" in out  # why, along the lineage (rewrite, then dedupe)
     assert "exported 251 rows of v39" in out
+    assert "sources behind group 0 of run-" in out and "harmful rows for test example prose page" in out  # the training run
+    assert "training run run-" in out and "of the removed row(s)" in out  # the opt-out names the run that consumed crawl rows
     assert "OK: receipt opt-" in out and "exclusion proof verifies" in out  # the opt-out and its receipt
     assert "# Transparency table: main@v40" in out
     assert "OK:" in out  # verify

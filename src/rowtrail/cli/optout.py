@@ -67,6 +67,8 @@ def optout(
     )
     if res.get("purged"):
         render.out.print(f"purged the content of {res['purged']['rows']} row(s) from {res['purged']['segments']} content table(s)", markup=False)
+    for r in rec.get("runs_that_consumed") or []:
+        render.out.print(f"training run {r['run_id']} consumed {r['rows']} of the removed row(s) (version {r['version_id'][:12]}); the receipt names it", markup=False)
     if rec["kept_duplicates"]["rows"]:
         render.out.print(f"kept {rec['kept_duplicates']['rows']} duplicate row(s) under other sources (--keep-duplicates)", markup=False)
     if output is not None:

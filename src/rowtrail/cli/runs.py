@@ -50,8 +50,25 @@ def show(run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, 
     s = summary(r.entry)
     if as_json:
         render.print_json(s)
-    else:
-        render.kv(f"run {s['run_id']}", [(k, json.dumps(v) if isinstance(v, dict) else v) for k, v in s.items() if k != "run_id"])
+        return
+    cfg = s.pop("config") or {}
+    rows = [(k, ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in s.items() if k != "run_id"]
+    model, opt = cfg.get("model") or {}, cfg.get("optimizer") or {}
+    if model:
+        rows.append(("model", f"{model.get('class')} ({model.get('parameters'):,} parameters)"))
+    if opt:
+        rows.append(("optimizer", f"{opt.get('class')} lr={(opt.get('defaults') or {}).get('lr')}"))
+    if cfg.get("groups"):
+        sizes = cfg.get("group_parameters") or {}
+        rows.append(("groups", ", ".join(f"{g} ({sizes.get(g, '?'):,})" if isinstance(sizes.get(g), int) else g for g in cfg["groups"])))
+    if cfg.get("untraced"):
+        rows.append(("untraced", json.dumps(cfg["untraced"])))
+    if cfg.get("features"):
+        f = cfg["features"]
+        rows.append(("features", f"{f.get('dim_total')} fp16 values per example, every {f.get('every')} step(s), {len(f.get('layers') or [])} layer(s)"))
+    if cfg.get("user"):
+        rows.append(("user config", json.dumps(cfg["user"])))
+    render.kv(f"run {s['run_id']}", rows)
 
 
 @app.command("record")
