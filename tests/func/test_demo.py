@@ -21,7 +21,7 @@ def test_demo_script_runs_end_to_end(tmp_path):
     start = time.monotonic()
     p = subprocess.run(["bash", str(ROOT / "examples" / "demo.sh")], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert time.monotonic() - start < 120
+    assert time.monotonic() - start < 240  # ~35 s on a quiet 2-core machine; generous for shared ones
     out = p.stdout
     assert "+110 rows" in out and "sources added: crawl-2024-09" in out  # the diff
     assert "inclusion proof verifies" in out and "exclusion proof verifies" in out
