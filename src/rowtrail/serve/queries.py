@@ -353,7 +353,8 @@ def search(store: Store, q: str, limit: int = SEARCH_HITS) -> dict[str, Any]:
             rel = con.execute(f"{base} WHERE row_id = ? OR content_sha256 = ? OR source_key = ? LIMIT {limit}", [files, raw, raw, q])
         else:
             rel = con.execute(f"{base} WHERE source_key = ? LIMIT {limit}", [files, q])
-        hits = rel.fetch_arrow_table().to_pylist()
+        names = [d[0] for d in rel.description]
+        hits = [dict(zip(names, row)) for row in rel.fetchall()]
     finally:
         con.close()
     for h in hits:

@@ -102,6 +102,7 @@
 
   // -- verify badge ----------------------------------------------------------------------------------
   let verifyState = null;
+  const onTimeline = () => (location.hash.replace(/^#/, "") || "/").split("?")[0].replace(/^\/?$/, "/") === "/";
   async function refreshVerify() {
     const badge = document.getElementById("verify-badge");
     try {
@@ -110,7 +111,8 @@
       badge.className = "badge " + (st.state === "done" ? (st.ok ? "ok" : "bad") : st.state === "failed" ? "bad" : "running");
       badge.textContent = st.state === "done" ? (st.ok ? "verify: OK" : `verify: FAILED (${st.report.problems.length})`) : st.state === "failed" ? "verify: error" : "verify: running…";
       badge.title = st.state === "done" ? `${st.sample ? st.sample + " rows per version recomputed" : "every row recomputed"}; finished ${st.finished_at} in ${st.seconds} s` : "";
-      if (st.state === "running" || st.state === "idle") setTimeout(refreshVerify, 1500);
+      if (st.state === "running" || st.state === "idle") setTimeout(refreshVerify, 1000);
+      else if (onTimeline()) route(); // show each version's verify result
     } catch (e) { badge.textContent = "verify: ?"; }
   }
 
@@ -567,7 +569,6 @@
     api("/store").then((info) => {
       document.querySelectorAll("nav a.optional").forEach((a) => { if (info.features[a.getAttribute("data-nav").replace("-", "_")]) a.hidden = false; });
     }).catch(() => {});
-    refreshVerify().then(() => { if ((location.hash || "#/") === "#/") route(); });
-    route();
+    route().then(refreshVerify);
   });
 })();
