@@ -5,7 +5,6 @@ new fixtures in a section of their own."""
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,17 +61,17 @@ def s3_url(s3_env: dict[str, str]) -> str:
     return f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:12]}/store"
 
 
-def s3_client(env: dict[str, str] | None = None) -> Any:
+@pytest.fixture
+def s3(s3_env: dict[str, str]) -> Any:
     """A plain boto3 client for the test server (to damage or inspect a store from outside)."""
     import boto3
 
-    env = env or dict(os.environ)
     return boto3.client(
         "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=env["AWS_DEFAULT_REGION"],
+        endpoint_url=s3_env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
+        region_name=s3_env["AWS_DEFAULT_REGION"],
     )
 
 

@@ -111,6 +111,7 @@ class ObjectStoreBackend:
         self._mutex = threading.RLock()  # guards the journal view below and the deferred queue
         self._writer = threading.Lock()  # one write at a time through this backend object
         self._lines: list[bytes] = []
+        self._last_seq = -1
         self._etags: list[str] = []
         self._validated = False  # has this process compared its whole mirror of the journal with a listing?
         self._looked_at = -1.0  # time.monotonic() of the last listing
@@ -378,21 +379,22 @@ class ObjectStoreBackend:
             if not self._validated:
                 items = self._list_journal(-1)
                 lines = self._fetch_entries(items)
-                self._lines, self._etags = [], []
+                self._lines, self._etags, self._last_seq = [], [], -1
                 self._extend(items, lines)
                 self._validated = True
             else:
-                items = self._list_journal(len(self._lines) - 1)
+                items = self._list_journal(self._last_seq)
                 if items:
                     self._extend(items, self._fetch_entries(items))
             self._looked_at = now
 
     def _extend(self, items: list[tuple[int, str]], lines: list[bytes]) -> None:
+        # every listed entry, in order: a gap (a removed entry) is damage that verify names by its
+        # sequence numbers, not something to hide by stopping before it
         for (seq, etag), line in zip(items, lines):
-            if seq != len(self._lines):
-                break  # a gap (a removed entry): the committed journal ends before it; verify names it
             self._lines.append(line)
             self._etags.append(etag)
+            self._last_seq = seq
             self._forget_purged(line)
 
     def _forget_purged(self, line: bytes) -> None:
@@ -413,7 +415,7 @@ class ObjectStoreBackend:
             if not self._lines:
                 return None
             return {
-                "seq": len(self._lines) - 1,
+                "seq": self._last_seq,
                 "digest": hashlib.sha256(self._lines[-1]).hexdigest(),
                 "bytes": sum(len(x) + 1 for x in self._lines),
             }
@@ -461,9 +463,10 @@ class ObjectStoreBackend:
             tmp.write_bytes(line)
             os.replace(tmp, mirror / f"{_seq_key(seq)[:-5]}.{_safe(etag)}")
         with self._mutex:
-            if len(self._lines) == seq:
+            if self._last_seq + 1 == seq:
                 self._lines.append(line)
                 self._etags.append(etag)
+                self._last_seq = seq
             else:
                 self._looked_at = -1.0  # our view was behind; list again on the next read
 

@@ -1,0 +1,455 @@
+"""Stores on S3 (``backends/objectstore.py``) against a real moto server on loopback (tests/conftest.py).
+
+What is checked here and not by the parametrized API tests (tests/unit/test_store.py runs those on
+both backends): the server honours ``If-None-Match``; two writers that read the same tip never both
+publish (threads and processes, forced to race at the conditional put); the loser's error is clean and
+running its command again rebases it; a writer killed around its journal put leaves the store as before
+or as after; ``verify`` reads the remote bytes and names tampered and missing objects and edited or
+removed journal entries even when a mirror holds good copies; another machine's mirror; a purge erases
+the bytes on S3 and in other mirrors; the CLI with ``--store s3://…``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pytest
+
+import rowtrail as rt
+from rowtrail.backends import objectstore
+from rowtrail.backends.objectstore import ObjectStoreBackend
+
+PY = sys.executable
+
+
+def table(n: int, prefix: str = "k", salt: str = "") -> pa.Table:
+    return pa.table({"id": [f"{prefix}{i}" for i in range(n)], "text": [f"text {prefix}{i}{salt}" for i in range(n)]})
+
+
+def small_store(url: str) -> rt.Store:
+    store = rt.init(url)
+    store.sources.add("alpha", kind="partner-dump", license="CC-BY-4.0", legal_basis="contract")
+    store.sources.add("beta", kind="crawl", license="MIT", legal_basis="tdm-exception")
+    store.ingest(table(40), source="alpha", key_field="id")
+    store.commit("one", tag="v1")
+    store.ingest(table(25, "b"), source="beta", key_field="id")
+    store.commit("two", tag="v2")
+    return store
+
+
+def bucket_of(url: str) -> str:
+    return url.split("/")[2]
+
+
+def key_of(url: str, *parts: str) -> str:
+    return "/".join([url.split("/", 3)[3], *parts])
+
+
+def journal_keys(s3: Any, url: str) -> list[str]:
+    page = s3.list_objects_v2(Bucket=bucket_of(url), Prefix=key_of(url, "journal/"))
+    return sorted(o["Key"] for o in page.get("Contents", []))
+
+
+# -- the server and the layout ----------------------------------------------------------------------
+
+
+def test_server_honours_if_none_match_and_the_layout_matches_a_local_store(s3: Any, s3_url: str, rowtrail_home: Path) -> None:
+    store = small_store(s3_url)
+    assert store.url == s3_url and isinstance(store.backend, ObjectStoreBackend)
+    assert store.backend._probe_conditional_put()
+    keys = journal_keys(s3, s3_url)
+    assert [k.rsplit("/", 1)[1] for k in keys] == [f"{i:020d}.json" for i in range(len(store.state.entries))]
+    client = s3
+    with pytest.raises(client.exceptions.ClientError) as err:  # entry N exists: a put of N fails
+        client.put_object(Bucket=bucket_of(s3_url), Key=keys[-1], Body=b"{}", IfNoneMatch="*")
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    # each entry object holds exactly its journal line; objects are named by their SHA-256
+    assert client.get_object(Bucket=bucket_of(s3_url), Key=keys[-1])["Body"].read() == rt.hashing.jcs(store.state.entries[-1])
+    objs = client.list_objects_v2(Bucket=bucket_of(s3_url), Prefix=key_of(s3_url, "objects/sha256/"))["Contents"]
+    assert objs and all(
+        rt.hashing.sha256_hex(client.get_object(Bucket=bucket_of(s3_url), Key=o["Key"])["Body"].read()) == "".join(o["Key"].split("/")[-2:])
+        for o in objs
+    )
+    assert store.verify().ok
+    with pytest.raises(rt.StoreExistsError):
+        rt.init(s3_url)
+    with pytest.raises(rt.StoreNotFoundError, match="rowtrail init"):
+        rt.open(s3_url + "-nothing")
+
+
+def test_another_machine_reads_the_store_and_sees_new_commits(
+    s3_url: str, rowtrail_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = small_store(s3_url)
+    b_backend = ObjectStoreBackend(s3_url, cache_root=tmp_path / "machine-b")
+    b = rt.store.Store(s3_url, _backend=b_backend)
+    assert b.path != a.path and b.version("v2").content_id == a.version("v2").content_id
+    assert b.rows("v2").sort_by("row_id").equals(a.rows("v2").sort_by("row_id"))
+    monkeypatch.setattr(objectstore, "HEAD_TTL", 0.0)  # a reader looks at the tip on every access
+    b.ingest(table(5, "c"), source="alpha", key_field="id")
+    v3 = b.commit("from b", tag="v3")
+    assert a.version("HEAD") == a.version(v3.id) and a.version("v3").row_count == 70
+    assert b.verify().ok and a.verify().ok
+
+
+def test_writes_need_an_atomic_create(tmp_path: Path, rowtrail_home: Path) -> None:
+    with pytest.raises(rt.StoreError, match="create-if-absent"):
+        rt.init(f"memory://{tmp_path.name}/store")
+
+
+# -- concurrent writers ------------------------------------------------------------------------------
+
+
+def _race_at_the_put(stores: list[rt.Store]) -> None:
+    """Make every store's next journal put wait until all of them have read the tip and are about to put."""
+    barrier = threading.Barrier(len(stores))
+    for s in stores:
+        real = s.backend.append_journal
+
+        def append(line: bytes, seq: int, digest: str, real: Any = real) -> None:
+            barrier.wait(timeout=60)
+            real(line, seq, digest)
+
+        s.backend.append_journal = append  # type: ignore[method-assign]
+
+
+def test_two_threads_committing_never_both_win(s3_url: str, rowtrail_home: Path, tmp_path: Path) -> None:
+    small_store(s3_url)
+    # two writers as on two machines: their own backend objects and mirrors
+    stores = [rt.store.Store(s3_url, _backend=ObjectStoreBackend(s3_url, cache_root=tmp_path / f"m{i}")) for i in range(2)]
+    stores[0].ingest(table(10, "x"), source="alpha", key_field="id")
+    stores[1].ingest(table(10, "y"), source="beta", key_field="id")
+    before = len(rt.open(s3_url).state.entries)
+    _race_at_the_put(stores)
+    results: dict[int, Any] = {}
+
+    def commit(i: int) -> None:
+        try:
+            results[i] = stores[i].commit(f"writer {i}", tag=f"w{i}")
+        except rt.RowtrailError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=commit, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    won = [i for i, r in results.items() if isinstance(r, rt.Version)]
+    lost = [i for i, r in results.items() if isinstance(r, rt.ConflictError)]
+    assert len(won) == 1 and len(lost) == 1, results
+    msg = str(results[lost[0]])
+    assert "another writer published journal entry" in msg and "nothing of this write was committed" in msg and "again" in msg
+    fresh = rt.open(s3_url)
+    assert len(fresh.state.entries) == before + 1 and [v.tag for v in fresh.log()] == [f"w{won[0]}", "v2", "v1"]
+    # the winner's version holds both staged ingests; the loser, run again, has nothing left to commit
+    assert fresh.version("HEAD").row_count == 85
+    loser = stores[lost[0]]
+    loser.backend.append_journal = ObjectStoreBackend.append_journal.__get__(loser.backend)  # type: ignore[method-assign]
+    with pytest.raises(rt.NothingToCommitError):
+        loser.commit("writer again")
+    assert fresh.verify().ok
+
+
+RACER = textwrap.dedent(
+    """
+    import sys
+    import pyarrow as pa
+    import rowtrail as rt
+    from rowtrail.backends.objectstore import ObjectStoreBackend
+
+    url, name = sys.argv[1], sys.argv[2]
+    real = ObjectStoreBackend.append_journal
+
+    def append(self, line, seq, digest):
+        print("ready", seq, flush=True)
+        sys.stdin.readline()  # the parent says go once every racer has read the tip
+        real(self, line, seq, digest)
+
+    ObjectStoreBackend.append_journal = append
+    store = rt.open(url)
+    try:
+        store.sources.add(name, kind="synthetic", generator="model-" + name)
+    except rt.ConflictError as exc:
+        print("conflict", str(exc).replace("\\n", " "), flush=True)
+        ObjectStoreBackend.append_journal = real
+        for attempt in range(20):  # run again: rebased on the new tip (the other losers race for it too)
+            try:
+                store.sources.add(name, kind="synthetic", generator="model-" + name)
+                break
+            except rt.ConflictError:
+                continue
+        print("retried", flush=True)
+    else:
+        print("won", flush=True)
+    """
+)
+
+
+def test_processes_racing_for_one_entry_one_wins_the_others_rebase(
+    s3_url: str, s3_env: dict[str, str], rowtrail_home: Path, tmp_path: Path
+) -> None:
+    small_store(s3_url)
+    script = tmp_path / "racer.py"
+    script.write_text(RACER)
+    n = 3
+    procs = []
+    for i in range(n):
+        env = dict(os.environ, ROWTRAIL_CACHE=str(tmp_path / f"machine-{i}"), PYTHONPATH=os.pathsep.join(sys.path))
+        procs.append(
+            subprocess.Popen(
+                [PY, str(script), s3_url, f"racer{i}"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    seqs = [p.stdout.readline().split() for p in procs]  # type: ignore[union-attr]
+    assert len({tuple(s) for s in seqs}) == 1 and seqs[0][0] == "ready"  # all read the same tip
+    for p in procs:
+        p.stdin.write("go\n")  # type: ignore[union-attr]
+        p.stdin.flush()  # type: ignore[union-attr]
+    done = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), done
+    outs = [out for out, _ in done]
+    assert sum("won" in o for o in outs) == 1 and sum("conflict" in o and "retried" in o for o in outs) == n - 1, outs
+    store = rt.open(s3_url)
+    adds = [e for e in store.state.entries if e["kind"] == "source.add" and e["source"]["source_id"].startswith("racer")]
+    assert sorted(e["source"]["source_id"] for e in adds) == [f"racer{i}" for i in range(n)]
+    assert len({e["seq"] for e in store.state.entries}) == len(store.state.entries)
+    assert store.verify().ok
+
+
+LOOP_WRITER = textwrap.dedent(
+    """
+    import sys
+    import pyarrow as pa
+    import rowtrail as rt
+
+    url, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    store = rt.open(url)
+    won = conflicts = 0
+
+    def again(fn):
+        global conflicts
+        for _ in range(50):
+            try:
+                return fn()
+            except rt.ConflictError:
+                conflicts += 1
+        raise SystemExit("gave up")
+
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for i in range(rounds):
+        sid = f"{name}-s{i}"
+        again(lambda: store.sources.add(sid, kind="synthetic", generator="model-" + name))
+        t = pa.table({"id": [f"{sid}-{k}" for k in range(5)], "text": [f"{name} {i} {k}" for k in range(5)]})
+        again(lambda: store.ingest(t, source=sid, key_field="id"))
+        try:
+            again(lambda: store.commit(f"{name} round {i}", sign=False))
+            won += 1
+        except rt.NothingToCommitError:
+            pass  # the other writer's commit took this round's rows
+    print("done", won, conflicts, flush=True)
+    """
+)
+
+
+def test_processes_committing_in_a_loop_keep_a_linear_history(
+    s3_url: str, s3_env: dict[str, str], rowtrail_home: Path, tmp_path: Path
+) -> None:
+    rt.init(s3_url)
+    script = tmp_path / "loop.py"
+    script.write_text(LOOP_WRITER)
+    procs = []
+    for name in ("alice", "bob"):
+        env = dict(os.environ, ROWTRAIL_CACHE=str(tmp_path / f"cache-{name}"))
+        procs.append(
+            subprocess.Popen(
+                [PY, str(script), s3_url, name, "6"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+    for p in procs:
+        p.stdin.write("go\n")  # type: ignore[union-attr]
+        p.stdin.flush()  # type: ignore[union-attr]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    won = sum(int(o.split()[1]) for o, _ in outs)
+    store = rt.open(s3_url)
+    commits = [e for e in store.state.entries if e["kind"] == "commit"]
+    assert len(commits) == won  # every reported success is in the journal, and nothing else
+    log = store.log()
+    assert len(log) == won and all(v.parent == (log[k + 1] if k + 1 < len(log) else None) for k, v in enumerate(log))
+    head = store.version("HEAD")
+    assert head.row_count == 2 * 6 * 5 and set(head.content["per_source"]) == {f"{n}-s{i}" for n in ("alice", "bob") for i in range(6)}
+    assert store.verify(allow_unsigned=True).ok
+
+
+# -- crashes -------------------------------------------------------------------------------------------
+
+KILLED = textwrap.dedent(
+    """
+    import os, signal, sys
+    import pyarrow as pa
+    import rowtrail as rt
+    from rowtrail.backends.objectstore import ObjectStoreBackend
+
+    url, point = sys.argv[1], sys.argv[2]
+    real = ObjectStoreBackend.append_journal
+
+    def append(self, line, seq, digest):
+        if b'"kind":"commit"' in line and point == "before-put":
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(self, line, seq, digest)
+        if b'"kind":"commit"' in line and point == "after-put":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    ObjectStoreBackend.append_journal = append
+    store = rt.open(url)
+    store.ingest(pa.table({"id": [f"n{i}" for i in range(300)], "text": [f"new {i}" for i in range(300)]}), source="alpha", key_field="id")
+    store.commit("killed", tag="v3")
+    print("survived", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("point", ["before-put", "after-put"])
+def test_a_writer_killed_around_its_put_leaves_the_store_as_before_or_after(
+    s3_url: str, s3_env: dict[str, str], rowtrail_home: Path, tmp_path: Path, point: str
+) -> None:
+    before = small_store(s3_url)
+    n_before = len(before.state.entries)
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED)
+    env = dict(os.environ, ROWTRAIL_CACHE=str(tmp_path / "killed-cache"))
+    res = subprocess.run([PY, str(script), s3_url, point], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == -signal.SIGKILL and "survived" not in res.stdout, res.stderr
+    store = rt.open(s3_url)
+    rep = store.verify()
+    assert rep.ok, rep.problems
+    if point == "before-put":  # the ingest is staged, the version never happened
+        assert len(store.state.entries) == n_before + 1 and [v.tag for v in store.log()] == ["v2", "v1"]
+        v3 = store.commit("again", tag="v3")  # the uploaded objects are reused; the commit goes through
+        assert v3.row_count == 365
+    else:
+        assert len(store.state.entries) == n_before + 2 and store.version("HEAD").tag == "v3" and store.version("v3").row_count == 365
+    assert store.verify().ok
+
+
+# -- verify reads the remote bytes ---------------------------------------------------------------------
+
+
+def _flip_object(s3: Any, url: str, digest: str) -> None:
+    key = key_of(url, "objects/sha256", digest[:2], digest[2:])
+    data = bytearray(s3.get_object(Bucket=bucket_of(url), Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0x01
+    s3.put_object(Bucket=bucket_of(url), Key=key, Body=bytes(data))
+
+
+def test_verify_names_a_tampered_and_a_missing_object_though_the_mirror_holds_good_copies(
+    s3: Any, s3_url: str, rowtrail_home: Path, tmp_path: Path
+) -> None:
+    store = small_store(s3_url)
+    manifest = store.state.versions[store.version("v2").id].manifest
+    segment = store.state.segments[0].provenance
+    assert store.backend.mirror.object_path(manifest).is_file()  # the writer's mirror has them
+    _flip_object(s3, s3_url, manifest)
+    s3.delete_object(Bucket=bucket_of(s3_url), Key=key_of(s3_url, "objects/sha256", segment[:2], segment[2:]))
+    rep = rt.open(s3_url).verify()
+    assert not rep.ok
+    problems = {p["object"]: p["problem"] for p in rep.problems}
+    assert "damaged" in problems[f"object {manifest}"] and "missing" in problems[f"object {segment}"]
+    # a machine with an empty mirror refuses the damaged bytes instead of reading them
+    other = rt.store.Store(s3_url, _backend=ObjectStoreBackend(s3_url, cache_root=tmp_path / "fresh"))
+    with pytest.raises(rt.StoreError, match="damaged"):
+        other.version("v2").manifest  # noqa: B018
+    assert not list((tmp_path / "fresh").rglob(manifest[2:]))  # and never caches them
+
+
+def test_verify_names_an_edited_and_a_removed_journal_entry(s3: Any, s3_url: str, rowtrail_home: Path) -> None:
+    store = small_store(s3_url)
+    keys = journal_keys(s3, s3_url)
+    client = s3
+    entry = orjson.loads(client.get_object(Bucket=bucket_of(s3_url), Key=keys[1])["Body"].read())
+    entry["source"]["license"] = "Proprietary"
+    client.put_object(Bucket=bucket_of(s3_url), Key=keys[1], Body=rt.hashing.jcs(entry))
+    rep = rt.open(s3_url).verify()
+    assert not rep.ok and any(p["object"] == "journal.jsonl line 3" and "chain" in p["problem"] for p in rep.problems), rep.problems
+    client.delete_object(Bucket=bucket_of(s3_url), Key=keys[4])
+    rep = rt.open(s3_url).verify()
+    assert any("sequence number" in p["problem"] for p in rep.problems), rep.problems
+    assert store.verify().ok is False  # the writer's own Store (its mirror holds the originals) sees it too
+
+
+def test_cli_on_s3(s3: Any, s3_url: str, rowtrail_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rowtrail.cli import app as cli_app
+
+    data = tmp_path / "rows.jsonl"
+    data.write_bytes(b"".join(orjson.dumps({"id": i, "text": f"row {i}"}) + b"\n" for i in range(20)))
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exc:
+            cli_app.main(list(args))
+        out = capsys.readouterr()
+        return int(exc.value.code or 0), out.out, out.err
+
+    code, _, err = cli("init", s3_url)  # a URL as the positional argument (typer makes it a Path)
+    assert code == 0, err
+    assert rt.open(s3_url).state.entries[0]["kind"] == "init"
+    for args in (
+        ["source", "add", "alpha", "--kind", "crawl"],
+        ["ingest", str(data), "--source", "alpha", "--key-field", "id"],
+        ["commit", "-m", "first", "--tag", "v1"],
+    ):
+        code, out, err = cli("--store", s3_url, *args)
+        assert code == 0, (args, out, err)
+    code, out, _ = cli("log", "--json", "--store", s3_url)  # --store after the command word, too
+    log = orjson.loads(out)
+    assert [v["tag"] for v in log] == ["v1"]
+    code, out, _ = cli("--store", s3_url, "verify", "--json")
+    assert code == 0 and orjson.loads(out)["ok"]
+    _flip_object(s3, s3_url, rt.open(s3_url).state.versions[log[0]["version_id"]].manifest)
+    assert cli("--store", s3_url, "verify", "--json")[0] == 3
+    code, _, err = cli("--store", s3_url + "-none", "log")
+    assert code == 1 and "no rowtrail store at s3://" in " ".join(err.split())
+
+
+# -- purge ---------------------------------------------------------------------------------------------
+
+
+def test_purge_erases_the_bytes_on_s3_and_in_other_mirrors(s3: Any, s3_url: str, rowtrail_home: Path, tmp_path: Path) -> None:
+    a = rt.init(s3_url)
+    a.sources.add("alpha", kind="other", license="MIT", legal_basis="consent")
+    a.sources.add("traces", kind="other", license="MIT", legal_basis="consent")
+    a.ingest(table(10), source="alpha", key_field="id")
+    a.ingest(pa.table({"id": ["t1", "t2"], "text": ["secret trace one", "secret trace two"]}), source="traces", key_field="id")
+    a.commit("v1", tag="v1")
+    b = rt.store.Store(s3_url, _backend=ObjectStoreBackend(s3_url, cache_root=tmp_path / "machine-b"))
+    assert b.rows("v1", source="traces").num_rows == 2  # machine b has read (and mirrored) the content
+    mirrored = [p for p in (b.path / "objects").rglob("*") if p.is_file() and b"secret trace" in p.read_bytes()]
+    assert mirrored
+    a.optout(source="traces", reason="erasure request", purge=True)
+    client = s3
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket_of(s3_url), Prefix=key_of(s3_url, "objects/"))["Contents"]]
+    assert not any(b"secret trace" in client.get_object(Bucket=bucket_of(s3_url), Key=k)["Body"].read() for k in keys)
+    b.backend._refresh(force=True)  # machine b reads the purge entry …
+    assert not any(p.exists() for p in mirrored)  # … and drops its copy of the erased bytes
+    assert b.verify().ok
