@@ -16,6 +16,7 @@ provenance, from the store's metadata alone.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -181,7 +182,7 @@ def _fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, float):
         if np.isnan(x):
             return "–"
-        return f"{x:.{digits}f}"
+        return str(int(x)) if x.is_integer() and abs(x) < 1e15 else f"{x:.{digits}f}"
     return str(x)
 
 
@@ -228,7 +229,7 @@ def markdown(card: dict[str, Any]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for i, s in enumerate(t["pipeline"], 1):
-            params = ", ".join(f"{k}={v}" for k, v in (s["params"] or {}).items() if v is not None)
+            params = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in (s["params"] or {}).items() if v is not None)
             dropped = ", ".join(f"{k}: {v}" for k, v in (s["dropped"] or {}).items()) or "–"
             lines.append(
                 f"| {i} | {s['name']} | {s['use'] or 'custom'} | {s['version']} | `{s['step_id'][:12]}` | `{(s['code'] or '')[:12]}` | {params.replace('|', '/')} | {s['rows_in']} → {s['rows_out']} | {dropped} |"

@@ -45,7 +45,11 @@ def _text(rng: np.random.Generator, n: int = 28) -> str:
     return " ".join(rng.choice(WORDS, size=n).tolist())
 
 
-def generate(seed: int = 7, items: int = 240, weeks: int = 8, raters_per_item: int = 3, drift_week: int = 3) -> Synth:
+def generate(
+    seed: int = 7, items: int = 240, weeks: int = 8, raters_per_item: int = 3, drift_week: int = 3, drift: float = 0.75, model: str = MODEL
+) -> Synth:
+    """The annotation set; ``drift`` is the probability that the drifting annotator rates one point
+    up after ``drift_week`` (0: nobody drifts), ``model`` the id of the model behind generated items."""
     rng = np.random.default_rng(seed)
     quality = rng.choice([1, 2, 3, 4, 5], size=items, p=[0.1, 0.2, 0.3, 0.25, 0.15])
     origin = rng.choice(["model", "human", "unknown"], size=items, p=[0.3, 0.6, 0.1])
@@ -60,14 +64,14 @@ def generate(seed: int = 7, items: int = 240, weeks: int = 8, raters_per_item: i
         text = _text(rng)
         gen: str | None = "human"
         if origin[i] == "model":
-            gen = MODEL
-            outputs.append({"output_id": f"{MODEL}/out-{len(outputs):04d}", "text": text})
+            gen = model
+            outputs.append({"output_id": f"{model}/out-{len(outputs):04d}", "text": text})
         elif origin[i] == "unknown":
             gen = None
             choice, unknown = unknown, unknown + 1
             if choice % 3 != 2:  # two of three unknown items copy a model output: exact, then near
                 out_text = _text(rng)
-                outputs.append({"output_id": f"{MODEL}/out-{len(outputs):04d}", "text": out_text})
+                outputs.append({"output_id": f"{model}/out-{len(outputs):04d}", "text": out_text})
                 if choice % 3 == 0:
                     text = out_text
                     planted_exact.append(item_id)
@@ -89,7 +93,7 @@ def generate(seed: int = 7, items: int = 240, weeks: int = 8, raters_per_item: i
             q = int(quality[i])
             noise = rng.random()
             rating = q if noise < 0.85 else q + (1 if noise < 0.925 else -1)
-            if who == DRIFTING and at >= drift_at and rng.random() < 0.75:
+            if who == DRIFTING and at >= drift_at and rng.random() < drift:
                 rating = q + 1  # the drifting annotator's scale moves up
             rating = int(min(5, max(1, rating)))
             rec: dict[str, Any] = {
@@ -109,14 +113,14 @@ def generate(seed: int = 7, items: int = 240, weeks: int = 8, raters_per_item: i
     records.sort(key=lambda r: (r["collected_at"], r["annotator"]))
     gens = [out_items[r["item_id"]]["generator"] for r in records]
     truth = {
-        "drifting": DRIFTING,
+        "drifting": DRIFTING if drift > 0 else None,
         "drift_at": drift_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "model": MODEL,
-        "model_items": sorted(k for k, v in out_items.items() if v["generator"] == MODEL),
+        "model": model,
+        "model_items": sorted(k for k, v in out_items.items() if v["generator"] == model),
         "planted_exact": sorted(planted_exact),
         "planted_near": sorted(planted_near),
         "judgements": len(records),
-        "judgements_on_model_items": sum(1 for g in gens if g == MODEL),
+        "judgements_on_model_items": sum(1 for g in gens if g == model),
         "judgements_on_planted": sum(1 for r in records if r["item_id"] in set(planted_exact) | set(planted_near)),
     }
     return Synth(records, out_items, outputs, truth)
