@@ -30,7 +30,7 @@ def test_lightning_fit_is_recorded(tmp_store, write_jsonl, tmp_path):
     s.ingest(write_jsonl([{"id": i, "x": [i / 10, 1.0], "y": i % 2} for i in range(24)], "a.jsonl"), source="a", key_field="id")
     s.commit("v1", tag="v1", sign=False)
     loader = rt.training.loader(s, "v1", fields=["x", "y"], batch_size=4, shuffle=0)
-    cb = rt.training.lightning_callback(s, "v1")
+    cb = rt.training.lightning_callback(s, "v1", features=dict(dim=4), checkpoints=2)
     trainer = pl.Trainer(callbacks=[cb], max_epochs=1, accumulate_grad_batches=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
     trainer.fit(Tiny(), loader)
     run = s.run(cb.run_id)
@@ -38,3 +38,4 @@ def test_lightning_fit_is_recorded(tmp_store, write_jsonl, tmp_path):
     assert steps.column("step").to_numpy().max() + 1 == 3  # 6 batches of 4, 2 per optimizer step
     assert {bytes(r).hex() for r in steps.column("row_id").to_pylist()} == set(s.rows("v1").column("row_id").to_pylist())
     assert run.table("contributions").num_rows == 24 and set(run.table("contributions").column("group").to_pylist()) == {"lin"}
+    assert [b["dims"] for b in run.feature_blocks()] == [[8, 4]] * 3 and [c["step"] for c in run.entry["checkpoints"]] == [0, 2]

@@ -34,6 +34,8 @@ def hf_trainer(
     config: Mapping[str, Any] | None = None,
     id_field: str = "row_id",
     collator: Callable[[list[Any]], Any] | None = None,
+    features: Mapping[str, Any] | None = None,
+    checkpoints: int | None = None,
 ) -> tuple[Any, Callable[[list[Any]], Any]]:
     """A (callback, data collator) pair that records a ``Trainer`` run over ``version``."""
     try:
@@ -71,7 +73,7 @@ def hf_trainer(
             self.accumulation = max(1, int(getattr(args, "gradient_accumulation_steps", 1)))
             cfg = {"trainer": {"learning_rate": args.learning_rate, "per_device_train_batch_size": args.per_device_train_batch_size, "gradient_accumulation_steps": self.accumulation, "seed": args.seed}, **(config or {})}
             inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
-            self.rec = record(store, version, model, inner, groups=groups, corpus=corpus, config=cfg)
+            self.rec = record(store, version, model, inner, groups=groups, corpus=corpus, config=cfg, features=features, checkpoints=checkpoints)
             self.rec.__enter__()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -97,6 +99,8 @@ def lightning_callback(
     corpus: str = "main",
     config: Mapping[str, Any] | None = None,
     id_field: str = "row_id",
+    features: Mapping[str, Any] | None = None,
+    checkpoints: int | None = None,
 ) -> Any:
     """A Lightning ``Callback`` that records the fit over ``version``: each training batch (a dict)
     carries its rows' ids under ``id_field`` (a list of 64-hex ids, e.g. from
@@ -122,7 +126,7 @@ def lightning_callback(
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             optimizer = trainer.optimizers[0]
             cfg = {"lightning": {"accumulate_grad_batches": trainer.accumulate_grad_batches, "max_epochs": trainer.max_epochs}, **(config or {})}
-            self.rec = record(store, version, pl_module, optimizer, groups=groups, corpus=corpus, config=cfg)
+            self.rec = record(store, version, pl_module, optimizer, groups=groups, corpus=corpus, config=cfg, features=features, checkpoints=checkpoints)
             self.rec.__enter__()
             self.last_step = trainer.global_step
 
