@@ -2,7 +2,7 @@
 
 Every parameter is validated by FastAPI (bad form → 422 with the field named); an unknown version,
 source, row or run raises the library's ``RefError``/``SourceNotFoundError``, which the app turns
-into a 404 with the library's message. No route writes to the store.
+into a 404 with the library's message (other library errors: 400). No route writes to the store.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ Corpus = Annotated[str, Query(pattern=SLUG, description="The corpus the ref is r
 Offset = Annotated[int, Query(ge=0, le=1 << 40, description="Rows to skip.")]
 Limit = Annotated[int, Query(ge=1, le=queries.MAX_PAGE, description=f"Rows per page (at most {queries.MAX_PAGE}).")]
 
-router = APIRouter(prefix="/api")
+router = APIRouter(
+    prefix="/api",
+    responses={
+        400: {"model": models.Problem, "description": "A request the library cannot carry out as asked"},
+        401: {"model": models.Problem, "description": "A token is required (server started with --token)"},
+        404: {"model": models.Problem, "description": "No such version, source, row or run"},
+    },
+)
 
 
 def store(request: Request) -> Any:
@@ -69,7 +76,7 @@ def manifest(s: StoreDep, ref: VersionRef, corpus: Corpus = "main") -> dict[str,
     return s.version(ref, corpus).manifest  # type: ignore[no-any-return]
 
 
-@router.get("/versions/{ref}/attestation", summary="The DSSE envelope that signs a version", responses={404: {"model": models.Problem}})
+@router.get("/versions/{ref}/attestation", summary="The DSSE envelope that signs a version")
 def attestation(s: StoreDep, ref: VersionRef, corpus: Corpus = "main") -> dict[str, Any]:
     from ..errors import RefError
 
@@ -181,7 +188,7 @@ def sources(s: StoreDep) -> list[dict[str, Any]]:
     return [r.to_dict() for r in s.sources.list()]
 
 
-@router.get("/sources/{source_id}", response_model=models.Source, summary="One source", responses={404: {"model": models.Problem}})
+@router.get("/sources/{source_id}", response_model=models.Source, summary="One source")
 def source(s: StoreDep, source_id: Annotated[str, Path(pattern=SLUG)]) -> dict[str, Any]:
     return s.sources.get(source_id).to_dict()  # type: ignore[no-any-return]
 
@@ -193,7 +200,6 @@ def source(s: StoreDep, source_id: Annotated[str, Path(pattern=SLUG)]) -> dict[s
     "/rows/{row_id}",
     response_model=models.RowTrace,
     summary="Everything known about a row: content, provenance, steps, drops, versions, runs",
-    responses={404: {"model": models.Problem}},
 )
 def row(s: StoreDep, row_id: RowId) -> dict[str, Any]:
     return queries.row_detail(s, row_id)
@@ -248,7 +254,6 @@ def runs(s: StoreDep) -> list[dict[str, Any]]:
     "/runs/{run_id}",
     response_model=models.RunDetail,
     summary="A run: version, config, steps, parameter groups",
-    responses={404: {"model": models.Problem}},
 )
 def run(s: StoreDep, run_id: Annotated[str, Path(pattern=SLUG)]) -> dict[str, Any]:
     return queries.run_detail(s, run_id)

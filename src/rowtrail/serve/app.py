@@ -7,9 +7,10 @@
   explorer sets after ``/?token=<token>``; both are compared with ``hmac.compare_digest``.
 - **Headers.** A strict Content-Security-Policy (``default-src 'self'``, no inline script or style),
   ``nosniff``, no framing, no referrer. The explorer's assets ship in the package (no CDN).
-- **Errors.** The library's errors become 404 (unknown version, source, row, run) or 422 (anything
-  else the user asked wrong) with its message; anything unexpected is logged and answered with a
-  500 that carries no stack trace.
+- **Errors.** A malformed parameter is a 422 naming it; the library's errors become 404 (unknown
+  version, source, row, run) or 400 (a request it cannot carry out as asked, e.g. an inclusion proof
+  for a row the version does not hold) with its message; anything unexpected is logged and answered
+  with a 500 that carries no stack trace.
 - **Verify.** The store is verified in a background thread (``sample`` rows per version, or every
   row), again whenever the journal head moves; pages read the cached report.
 """
@@ -228,14 +229,15 @@ def create_app(
 
     @app.exception_handler(RowtrailError)
     async def _rowtrail_error(request: Request, exc: RowtrailError) -> JSONResponse:
-        status = 404 if isinstance(exc, NOT_FOUND) else 422
+        status = 404 if isinstance(exc, NOT_FOUND) else 400
         return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
-        where = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in errors)
-        return JSONResponse({"error": "RequestValidationError", "detail": where, "errors": errors}, status_code=422)
+        # FastAPI's documented shape (detail: a list of {loc, msg, type}), plus one readable message
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in exc.errors()]
+        message = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in errors)
+        return JSONResponse({"detail": errors, "error": "RequestValidationError", "message": message}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -347,7 +347,7 @@ def search(store: Store, q: str, limit: int = SEARCH_HITS) -> dict[str, Any]:
     is_hex = len(q) == 64 and all(c in "0123456789abcdefABCDEF" for c in q)
     con = duckdb.connect()
     try:
-        base = "SELECT lower(hex(row_id)) AS row_id, source_id, source_key, lower(hex(content_sha256)) AS content_sha256 FROM read_parquet(?, union_by_name = true)"
+        base = "SELECT DISTINCT lower(hex(row_id)) AS row_id, source_id, source_key, lower(hex(content_sha256)) AS content_sha256 FROM read_parquet(?, union_by_name = true)"
         if is_hex:
             raw = bytes.fromhex(q)
             rel = con.execute(f"{base} WHERE row_id = ? OR content_sha256 = ? OR source_key = ? LIMIT {limit}", [files, raw, raw, q])

@@ -50,7 +50,7 @@
     const r = await fetch("/api" + path, { headers: { Accept: "application/json" }, credentials: "same-origin" });
     let body = null;
     try { body = await r.json(); } catch (e) { body = null; }
-    if (!r.ok) throw new ApiError((body && (body.detail || body.error)) || r.status + " " + r.statusText);
+    if (!r.ok) throw new ApiError((body && (body.message || (typeof body.detail === "string" ? body.detail : null) || body.error)) || r.status + " " + r.statusText);
     return body;
   }
   function errorBox(err) { return h("div", { class: "error", role: "alert" }, String(err.message || err)); }
