@@ -241,6 +241,11 @@ def test_purge_drops_indexes_built_from_erased_text(tmp_path, rowtrail_home):
     search.build_index(store, "v1", ["spans"])
     res = search.search_output(store, DATA / "output.txt", "v1", k=0)
     assert all(h["source_key"] != "tm-007" for sp in res["spans"] for h in sp["rows"])
+    # verify checks live indexes: a lost index object is reported
+    (entry,) = [e for e in store.state.entries if e["kind"] == "index"][-1:]
+    store.backend.delete_object(json.loads(store.backend.read_bytes(entry["index_id"]))["objects"]["sa"])
+    rep = store.verify(allow_unsigned=True)
+    assert not rep.ok and any("index" in p["object"] and "sa" in p["problem"] for p in rep.problems)
 
 
 def test_tokenizer_is_pinned():

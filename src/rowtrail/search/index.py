@@ -44,6 +44,7 @@ from .tokenize import Tokenizer, Vocab
 if TYPE_CHECKING:
     from ..records import VersionInfo
     from ..store import Store
+    from ..versions.journal import State
 
 INDEX_FORMAT = 1
 KINDS = ("spans", "lexical", "embedding")
@@ -95,9 +96,9 @@ def load_vocab(store: Store, objects: dict[str, str]) -> Vocab:
 # -- the journal -------------------------------------------------------------------------------------
 
 
-def index_entries(store: Store, *, live: bool = True) -> list[dict[str, Any]]:
+def index_entries(store: Store, *, live: bool = True, state: State | None = None) -> list[dict[str, Any]]:
     """``index`` journal entries, oldest first; with ``live`` only those no ``index.drop`` retired."""
-    entries = store.state.entries
+    entries = (state if state is not None else store.state).entries
     dropped: dict[str, int] = {}  # index id → the last drop's seq (a rebuild after it is live again)
     if live:
         for e in entries:

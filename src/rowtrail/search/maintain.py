@@ -70,12 +70,12 @@ def drop_for_purge(store: Store, state: State, row_ids: np.ndarray, reason: str)
     return drop_locked(store, state, hit, reason) if hit else []
 
 
-def check_indexes(store: Store) -> list[dict[str, str]]:
+def check_indexes(store: Store, state: State | None = None) -> list[dict[str, str]]:
     """Problems with live indexes: a manifest or object missing, or a manifest that does not match
     the version its journal entry binds it to. (Object bytes are checked with every object.)"""
     problems = []
-    state = store.state
-    for e in index_entries(store):
+    state = state if state is not None else store.state
+    for e in index_entries(store, state=state):
         what = f"index {e['index_id'][:12]} (journal entry {e['seq']})"
         if not store.backend.has_object(e["index_id"]):
             problems.append({"object": what, "problem": "its manifest object is missing"})

@@ -183,19 +183,21 @@ def maximal_spans(
 
 
 def _read_text(text_or_file: str | Path) -> str:
-    p = (
-        Path(text_or_file)
-        if isinstance(text_or_file, Path) or (isinstance(text_or_file, str) and "\n" not in text_or_file and len(text_or_file) < 4096)
-        else None
-    )
-    if p is not None and p.is_file():
-        try:
-            return p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RowtrailError(f"cannot read {p}: {exc}") from None
+    """A Path is a file to read; a string is a file's path when it names an existing file, else the
+    text itself."""
     if isinstance(text_or_file, Path):
-        raise RowtrailError(f"no file {text_or_file}")
-    return str(text_or_file)
+        path = text_or_file
+    else:
+        path = Path(text_or_file) if len(text_or_file) < 1024 and "\n" not in text_or_file else None
+        try:
+            if path is None or not path.is_file():
+                return str(text_or_file)
+        except OSError:
+            return str(text_or_file)
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RowtrailError(f"cannot read {path}: {exc}") from None
 
 
 def search_output(
