@@ -474,6 +474,10 @@ def verify(
     for digest, where in sorted(refs.items()):
         if digest not in present and digest not in state.purged:
             rep.problem(f"object {digest}", f"missing (referenced by {where})")
+    from ..search.maintain import check_indexes  # live search indexes: objects present, bound to their version
+
+    for p in check_indexes(store, state):
+        rep.problem(p["object"], p["problem"])
     if state.purged:
         rep.checked["purged_tables"] = len(state.purged)
         rep.notes.append(f"{len(state.purged)} content table(s) were purged (content erased, provenance kept); see the purge entries in the journal")
