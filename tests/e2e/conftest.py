@@ -87,7 +87,24 @@ def build_demo_store(root: Path) -> dict[str, Any]:
     )
 
     store.optout(source="crawl-2024-09", reason="site owner opt-out, ticket 17", tag="v40", steps=load_pipeline(DEMO / "pipeline.toml"))
-    return {"store": store.path, "run_id": run_id, "trained_row": ids[0]}
+
+    # output search over v39 (spans and BM25 indexes, stored in the store and bound to the version)
+    from rowtrail.search import build_index
+
+    build_index(store, "v39", ["spans", "lexical"])
+
+    # helpfulness ratings with one drifting annotator, as their own corpus
+    from rowtrail.feedback import annotations, guidelines, synth
+
+    S = synth.generate()
+    (root / "g1.md").write_text("# Helpfulness, v1\n\nRate 1 (useless) to 5 (excellent).\n")
+    (root / "g2.md").write_text("# Helpfulness, v2\n\nRate 1 (useless) to 5 (excellent).\nA 5 needs a cited source.\n")
+    guidelines.add(store, root / "g1.md", 1)
+    guidelines.add(store, root / "g2.md", 2)
+    store.sources.add("acme-ratings", kind="annotation-batch", license="LicenseRef-acme-internal", legal_basis="contract")
+    annotations.import_annotations(store, synth.write_plain(S.records, root / "ratings.jsonl"), source="acme-ratings", corpus="feedback")
+    store.commit("helpfulness ratings as collected", tag="ratings-1", corpus="feedback")
+    return {"store": store.path, "run_id": run_id, "trained_row": ids[0], "drifter": S.truth["drifting"]}
 
 
 @pytest.fixture(scope="session")

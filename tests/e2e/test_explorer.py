@@ -150,3 +150,20 @@ def test_row_content_is_text_never_markup(browser, demo, tmp_path, write_jsonl, 
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_agreement_over_time_and_output_search(page, server, demo):
+    ready(page, "#/agreement/ratings-1?by=week", server)
+    assert page.locator("#agreement-chart polyline.series").count() >= 2
+    drifting = page.locator("#annotators-table tbody tr", has=page.locator(".badge.bad"))
+    assert drifting.count() == 1 and demo["drifter"] in drifting.inner_text()
+
+    rows = httpx.get(server + "api/versions/v39/rows", params={"source": "mbpp-plus", "limit": 1}).json()["rows"]
+    ready(page, "#/output-search?version=v39", server)
+    assert "spans" in page.locator("main").inner_text()
+    page.fill("#output-text", "Sure! " + rows[0]["response"][:160] + " Hope this helps.")
+    page.click("#output-go")
+    page.wait_for_selector("#spans-table a.row-link")
+    assert page.locator("#spans-table a.row-link").first.inner_text() == rows[0]["row_id"][:16]
+    assert "Apache-2.0" in page.locator("#spans-table").inner_text()
+    no_problems(page)

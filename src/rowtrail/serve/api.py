@@ -295,3 +295,40 @@ def search(
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-._" else "_" for c in name)
+
+
+# -- annotator agreement and output search (optional packages) -----------------------------------------
+
+
+@router.get(
+    "/versions/{ref}/agreement",
+    response_model=models.Agreement,
+    summary="Annotator agreement per week (or guideline, annotator, batch) and each annotator's drift",
+)
+def agreement(
+    s: StoreDep,
+    ref: VersionRef,
+    corpus: Corpus = "main",
+    by: Literal["week", "guideline", "annotator", "batch"] = "week",
+    level: Literal["nominal", "ordinal", "interval"] | None = None,
+    permutations: Annotated[int, Query(ge=19, le=999, description="Shuffles for the drift test's p-value.")] = 199,
+) -> dict[str, Any]:
+    return queries.agreement(s, ref, by=by, level=level, permutations=permutations, corpus=corpus)
+
+
+@router.get(
+    "/versions/{ref}/indexes",
+    response_model=list[dict[str, Any]],
+    summary="The version's output-search indexes (spans, lexical, embedding)",
+)
+def indexes(s: StoreDep, ref: VersionRef, corpus: Corpus = "main") -> list[dict[str, Any]]:
+    return queries.indexes(s, ref, corpus)
+
+
+@router.post(
+    "/search-output",
+    response_model=models.OutputSearch,
+    summary="Trace a model output: its verbatim spans in the version's rows and the most similar rows, with provenance",
+)
+def search_output(s: StoreDep, body: models.OutputSearchRequest) -> dict[str, Any]:
+    return queries.search_output(s, body.text, body.version, k=body.k, corpus=body.corpus)

@@ -192,12 +192,7 @@ def _features() -> dict[str, bool]:
         except ModuleNotFoundError:
             return False
 
-    return {
-        "agreement": False,
-        "output_search": False,
-        "feedback_package": has("rowtrail.feedback.agreement"),
-        "search_package": has("rowtrail.search"),
-    }
+    return {"agreement": has("rowtrail.feedback.analysis"), "output_search": has("rowtrail.search") and has("pydivsufsort")}
 
 
 def create_app(

@@ -248,3 +248,33 @@ class SearchHit(BaseModel):
 class SearchResult(BaseModel):
     query: str
     hits: list[SearchHit]
+
+
+class Agreement(BaseModel):
+    version_id: str
+    tag: str | None
+    judgements: int
+    drift_method: dict[str, Any]
+    tasks: list[dict[str, Any]] = Field(
+        description="per task: overall figures, groups (e.g. weeks) with alpha and kappas, annotators with drift flags"
+    )
+
+
+class OutputSearchRequest(BaseModel):
+    text: str = Field(min_length=1, max_length=20_000, description="The model output to trace.")
+    version: str = Field("HEAD", pattern=r"^[A-Za-z0-9._@~^:+-]{1,200}$")
+    corpus: str = Field("main", pattern=r"^[A-Za-z0-9._:@+-]{1,200}$")
+    k: int = Field(10, ge=0, le=100, description="Most similar rows to list.")
+
+
+class OutputSearch(BaseModel):
+    version_id: str
+    tag: str | None
+    output_tokens: int
+    tokens_in_spans: int
+    spans_found: int
+    spans: list[dict[str, Any]]
+    similar: Any
+    by_source: list[dict[str, Any]]
+    summary: str | None
+    settings: dict[str, Any]

@@ -418,3 +418,42 @@ def attribute_group(store: Store, run_id: str, group: str, *, by: str = "row", t
     if group not in run_groups(store, run_id):
         raise RefError(f"run {run_id} has no parameter group '{group}'; its groups: {', '.join(run_groups(store, run_id)) or 'none'}")
     return plain(run.attribute(group=group, by=by, top=top))  # type: ignore[no-any-return]
+
+
+# -- annotator agreement (rowtrail.feedback) and output search (rowtrail.search) ---------------------------
+
+_AGREEMENT = Memo(16)
+MAX_OUTPUT_CHARS = 20_000
+
+
+def agreement(
+    store: Store, ref: str, *, by: str = "week", level: str | None = None, permutations: int = 199, corpus: str = "main"
+) -> dict[str, Any]:
+    """Inter-annotator agreement of a version's annotation rows per ``by`` group (``week``: over
+    time), each annotator's agreement with the pool and calibration-drift flag (cached per version)."""
+    from ..feedback import analysis
+    from ..feedback.data import load
+
+    info = store.state.resolve(ref, corpus)
+
+    def run() -> dict[str, Any]:
+        ann = load(store, info.version_id, corpus)
+        return plain(analysis.agreement(ann, by=by, level=level, cfg=analysis.DriftConfig(permutations=permutations)))  # type: ignore[no-any-return]
+
+    return _AGREEMENT.get((str(store.path), info.version_id, by, level, permutations), run)
+
+
+def indexes(store: Store, ref: str, corpus: str = "main") -> list[dict[str, Any]]:
+    from ..search import list_indexes
+
+    return plain(list_indexes(store, ref, corpus=corpus))  # type: ignore[no-any-return]
+
+
+def search_output(store: Store, text: str, ref: str = "HEAD", *, k: int = 10, corpus: str = "main") -> dict[str, Any]:
+    """A pasted model output's maximal verbatim spans in the version's rows, and its most similar
+    rows, each with provenance (needs the version's ``spans`` index: ``rowtrail index V``)."""
+    from ..search import search_output as trace_output
+
+    # search_output reads a short one-line string that names an existing file as that file: a
+    # trailing newline keeps pasted text text (the tokenizer ignores it), so no path is ever read.
+    return plain(trace_output(store, text + "\n", ref, corpus=corpus, k=k))  # type: ignore[no-any-return]

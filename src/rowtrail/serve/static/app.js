@@ -523,6 +523,90 @@
       res.hits.length ? table([{ key: "row_id", render: (x) => rowLink(x.row_id, x.row_id) }, { key: "source_id" }, { key: "source_key", clip: true }, { key: "matched" }], res.hits, { id: "search-table" }) : h("p", {}, "No row matches this row id, source key or content hash."));
   }
 
+
+  async function agreementPage(ref, params) {
+    const by = params.get("by") || "week";
+    const [rep, picker] = await Promise.all([api(`/versions/${enc(ref)}/agreement?by=${by}`), versionPicker(ref, "agreement")]);
+    const byPick = h("select", { id: "agreement-by", on: { change: (ev) => { location.hash = `#/agreement/${enc(ref)}?by=${ev.target.value}`; } } },
+      ["week", "guideline", "annotator", "batch"].map((b) => h("option", { value: b, selected: b === by }, "by " + b)));
+    const parts = [h("h1", {}, `Annotator agreement: ${rep.tag || short(rep.version_id)}`), h("div", { class: "toolbar" }, picker, byPick)];
+    if (!rep.tasks.length) { parts.push(h("p", { class: "muted" }, "This version holds no annotations (rowtrail annotations import).")); render(parts); return; }
+    parts.push(h("p", { class: "muted" }, `${fmt(rep.judgements)} judgements · drift test: ${rep.drift_method.test}, α = ${rep.drift_method.alpha}, ${rep.drift_method.permutations} permutations`));
+    for (const t of rep.tasks) {
+      const o = t.overall;
+      parts.push(h("h2", {}, `Task ${t.task} (${t.kind}, ${t.level})`),
+        h("div", { class: "card" }, kv([["Krippendorff's alpha", fmt(o.alpha)], ["Fleiss' kappa", fmt(o.fleiss_kappa)], ["mean Cohen's kappa", fmt(o.cohen_kappa_mean)], ["judgements", fmt(o.judgements)], ["annotators", fmt(o.annotators)], ["items", fmt(o.units)]])),
+        h("h2", {}, `Agreement by ${t.by}`), h("div", { class: "chart card" }, lineChart(t.groups.map((g) => g.group), [["alpha", t.groups.map((g) => g.alpha)], ["mean Cohen's kappa", t.groups.map((g) => g.cohen_kappa_mean)], ["Fleiss' kappa", t.groups.map((g) => g.fleiss_kappa)]], "agreement-chart")),
+        table([{ key: "group" }, { key: "alpha", num: true }, { key: "fleiss_kappa", num: true }, { key: "cohen_kappa_mean", num: true }, { key: "judgements", num: true }, { key: "annotators", num: true }], t.groups),
+        h("h2", {}, "Annotators against the pool"),
+        table([{ key: "annotator" }, { key: "judgements", num: true }, { key: "kappa_vs_pool", num: true }, { key: "agreement", num: true }, { key: "bias", num: true },
+          { key: "drift", render: (a) => (a.drift ? h("span", { class: "badge bad" }, "drift since " + String(a.change_at || "").slice(0, 10)) : h("span", { class: "badge ok" }, "stable")) },
+          { key: "before → after", render: (a) => { const x = a.tests && a.tests.agreement; return x ? `${fmt(x.before)} → ${fmt(x.after)} (p ${fmt(x.p)})` : ""; } }], t.annotators, { id: "annotators-table" }));
+      if (t.reference_shift) parts.push(h("p", { class: "muted" }, `Pool label shift: ${t.reference_shift.shift ? "yes" : "no"} (total variation ${fmt(t.reference_shift.total_variation)}, p ${fmt(t.reference_shift.p)})`));
+    }
+    render(parts);
+  }
+  function lineChart(labels, series, id) {
+    const W = Math.max(360, 70 + labels.length * 70), H = 230, top = 16, ch = 160, left = 44;
+    const svg = s("svg", { width: W + 170, height: H, viewBox: `0 0 ${W + 170} ${H}`, id, role: "img", "aria-label": "agreement over groups" });
+    const vals = series.flatMap(([, v]) => v).filter((x) => typeof x === "number");
+    const lo = Math.min(0, ...vals), hi = Math.max(1, ...vals);
+    const y = (v) => top + ch - ch * (v - lo) / (hi - lo || 1);
+    const x = (i) => left + 20 + i * ((W - left - 40) / Math.max(1, labels.length - 1));
+    for (const t of [lo, (lo + hi) / 2, hi]) {
+      svg.appendChild(s("line", { x1: left, x2: W, y1: y(t), y2: y(t), stroke: "#e3e7ec" }));
+      svg.appendChild(s("text", { x: left - 6, y: y(t) + 4, "text-anchor": "end", "font-size": 10, fill: "#5d6875" }, t.toFixed(2)));
+    }
+    labels.forEach((l, i) => svg.appendChild(s("text", { x: x(i), y: top + ch + 16, "text-anchor": "middle", "font-size": 10 }, String(l).length > 10 ? String(l).slice(0, 9) + "…" : l)));
+    series.forEach(([name, v], j) => {
+      const pts = v.map((val, i) => (typeof val === "number" ? `${x(i)},${y(val)}` : null)).filter(Boolean);
+      if (pts.length) svg.appendChild(s("polyline", { points: pts.join(" "), fill: "none", stroke: PALETTE[j], "stroke-width": 2, class: "series" }));
+      v.forEach((val, i) => { if (typeof val === "number") svg.appendChild(s("circle", { cx: x(i), cy: y(val), r: 3, fill: PALETTE[j] }, s("title", {}, `${name} ${labels[i]}: ${fmt(val)}`))); });
+      svg.appendChild(s("rect", { x: W + 14, y: top + j * 18, width: 11, height: 11, fill: PALETTE[j] }));
+      svg.appendChild(s("text", { x: W + 30, y: top + j * 18 + 10, "font-size": 11 }, name));
+    });
+    return svg;
+  }
+
+  async function outputSearchPage(params) {
+    const versions = await api("/versions");
+    const ref = params.get("version") || (versions[0] ? versions[0].tag || versions[0].version_id : "HEAD");
+    const indexed = await api(`/versions/${enc(ref)}/indexes`).catch(() => []);
+    const pick = h("select", { id: "output-version", on: { change: (ev) => { location.hash = "#/output-search?version=" + enc(ev.target.value); } } },
+      versions.map((v) => h("option", { value: v.tag || v.version_id, selected: (v.tag || v.version_id) === ref }, vlabel(v))));
+    const area = h("textarea", { id: "output-text", rows: 8, cols: 100, placeholder: "paste a model output here", "aria-label": "model output" });
+    const out = h("div", { id: "output-results" });
+    async function go() {
+      clear(out); out.appendChild(h("p", { class: "muted" }, "searching…"));
+      try {
+        const r = await fetch("/api/search-output", { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json", Accept: "application/json" }, body: JSON.stringify({ text: area.value, version: ref, k: 10 }) });
+        const body = await r.json();
+        if (!r.ok) throw new ApiError(body.message || (typeof body.detail === "string" ? body.detail : body.error));
+        clear(out); append(out, outputResults(body));
+      } catch (e) { clear(out); out.appendChild(errorBox(e)); }
+    }
+    render(h("h1", {}, "Output search"),
+      h("p", { class: "muted" }, "Paste a model output: its longest verbatim spans found in the version's rows (longest first), then the most similar rows, each with its provenance."),
+      h("div", { class: "toolbar" }, h("label", {}, "version ", pick), h("span", { class: "muted" }, indexed.length ? "indexes: " + indexed.map((i) => i.kind).join(", ") : "no index for this version: build one with rowtrail index " + ref)),
+      area, h("div", { class: "toolbar" }, h("button", { id: "output-go", on: { click: go } }, "Trace this output")), out);
+  }
+  function outputResults(r) {
+    const spanRows = r.spans.map((sp, i) => ({ i: i + 1, text: sp.text, tokens: sp.end - sp.start, rows: sp.rows_containing, sources: Object.entries(sp.sources).map(([k, v]) => `${k} ${v}`).join(", "), first: sp.rows[0] }));
+    const sim = Array.isArray(r.similar) ? r.similar : (r.similar && (r.similar.lexical || r.similar.rows || r.similar.embedding)) || [];
+    return [
+      h("p", {}, r.summary || `${r.tokens_in_spans} of ${r.output_tokens} output tokens are in verbatim spans found in ${r.tag || short(r.version_id)}.`),
+      h("h2", {}, "Verbatim spans"),
+      spanRows.length ? table([{ key: "i", num: true, label: "#" }, { key: "text", render: (x) => h("span", { class: "mono" }, x.text) }, { key: "tokens", num: true }, { key: "rows", num: true, label: "rows holding it" }, { key: "sources" },
+        { key: "first row", render: (x) => (x.first ? [rowLink(x.first.row_id), " ", x.first.source_id, x.first.provenance ? ` (${x.first.provenance.source.license || "licence unknown"}, ${x.first.provenance.source.legal_basis || "legal basis unknown"})` : ""] : "") }], spanRows, { id: "spans-table" })
+        : h("p", { class: "muted" }, "No verbatim span of the minimum length."),
+      h("h2", {}, "By source"),
+      table([{ key: "source_id" }, { key: "output_tokens_covered", num: true, label: "output tokens covered" }, { key: "share", num: true, render: (g) => pct(g.share) }, { key: "rows", num: true }], r.by_source.map((g) => ({ ...g, rows: g.rows ? g.rows.length || g.rows : g.hits }))),
+      h("h2", {}, "Most similar rows"),
+      sim.length ? table([{ key: "row_id", render: (x) => rowLink(x.row_id) }, { key: "source_id" }, { key: "score", num: true, render: (x) => fmt(x.score !== undefined ? x.score : x.bm25 !== undefined ? x.bm25 : x.cosine) }, { key: "licence", render: (x) => (x.provenance ? x.provenance.source.license : "") }], sim, { id: "similar-table" })
+        : h("p", { class: "muted" }, "None (the version has no lexical or embedding index)."),
+    ];
+  }
+
   // -- router ----------------------------------------------------------------------------------------
   const routes = [
     [/^\/?$/, () => timeline(), "timeline"],
@@ -538,6 +622,9 @@
     [/^\/runs$/, () => runsPage(), "runs"],
     [/^\/run\/([^/]+)$/, (m, p) => runPage(decodeURIComponent(m[1]), p), "runs"],
     [/^\/search$/, (m, p) => searchPage(p), null],
+    [/^\/agreement\/([^/]+)$/, (m, p) => agreementPage(decodeURIComponent(m[1]), p), "agreement"],
+    [/^\/agreement$/, (m, p) => agreementPage("HEAD", p), "agreement"],
+    [/^\/output-search$/, (m, p) => outputSearchPage(p), "output-search"],
   ];
   const extraRoutes = [];
   async function route() {
