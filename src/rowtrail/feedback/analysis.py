@@ -25,8 +25,9 @@ the pool also rated, two sequences are tested for one change point:
 - for ratings, the residual (rating − the others' mean on the unit), which does not move when the
   mix of items changes, only when the annotator's scale does.
 
-The statistic is the largest two-sample statistic over every split leaving at least ``min_segment``
-judgements on each side (a G-test of the 0/1 shares; Welch's t for residuals), and its p-value is a
+The statistic is the largest two-sample statistic over the splits leaving at least ``min_segment``
+judgements on each side (every split, or an even grid of ``MAX_SPLITS`` = 256 of them on longer
+sequences) (a G-test of the 0/1 shares; Welch's t for residuals), and its p-value is a
 permutation test (``permutations`` shuffles of the sequence, seeded from the annotator id, so the
 result is reproducible): ``p = (1 + #{shuffled max ≥ observed max}) / (1 + permutations)``. An
 annotator is flagged when a sequence's p ≤ ``alpha / tests`` (Bonferroni over the tests run) **and**
@@ -129,64 +130,84 @@ def figures(units: np.ndarray, raters: np.ndarray, values: np.ndarray, level: st
     }
 
 
+MAX_SPLITS = 256  # candidate change points per sequence: every split, or an even grid of this many
+
+
 def _pool(
     units: np.ndarray, codes: np.ndarray, cats: np.ndarray, values: np.ndarray, numeric: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per judgement: the pool value (a code) of the other judgements of its unit (-1 when there
     are none), the others' mean value (numeric; nan otherwise) and how many others there are."""
     n = len(units)
-    pool = np.full(n, -1, dtype=np.int64)
-    others_mean = np.full(n, np.nan)
-    others = np.zeros(n, dtype=np.int64)
-    order = np.argsort(units, kind="stable")
-    bounds = np.flatnonzero(units[order][1:] != units[order][:-1]) + 1
-    k = len(cats)
-    for part in np.split(order, bounds) if n else []:
-        if len(part) < 2:
-            continue
-        c = codes[part]
-        counts = np.bincount(c, minlength=k)
-        others[part] = len(part) - 1
-        for pos, idx in enumerate(part):
-            if numeric:
-                rest = np.delete(values[part].astype(np.float64), pos)
-                others_mean[idx] = rest.mean()
-                below = rest[rest <= np.median(rest)]
-                pool[idx] = int(np.searchsorted(cats, below.max()))  # the others' median, rounded down to a value they gave
-            else:
-                cnt = counts.copy()
-                cnt[c[pos]] -= 1
-                pool[idx] = int(np.argmax(cnt))  # most frequent among the others; ties go to the smallest
-    return pool, others_mean, others
+    if n == 0:
+        return np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64)
+    uc = np.unique(units, return_inverse=True)[1].reshape(-1)
+    nu, k = int(uc.max()) + 1, len(cats)
+    size = np.bincount(uc, minlength=nu)
+    others = size[uc] - 1
+    if numeric:
+        x = values.astype(np.float64)
+        sums = np.bincount(uc, weights=x, minlength=nu)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            others_mean = np.where(others > 0, (sums[uc] - x) / others, np.nan)
+        # each unit's values in one padded row; a judgement's others are its unit's row without it
+        order = np.argsort(uc, kind="stable")
+        pos = np.arange(n) - np.searchsorted(uc[order], uc[order])
+        slot = np.empty(n, dtype=np.int64)
+        slot[order] = pos
+        grid = np.full((nu, int(size.max())), np.nan)
+        grid[uc, slot] = x
+        rest = grid[uc]
+        rest[np.arange(n), slot] = np.nan
+        has = others > 0
+        med = np.full(n, np.nan)
+        med[has] = np.nanmedian(rest[has], axis=1)
+        below = np.where(rest <= med[:, None], rest, -np.inf).max(1)  # the others' median, rounded down to a value they gave
+        pool = np.where(has, np.searchsorted(cats.astype(np.float64), below), -1)
+    else:
+        others_mean = np.full(n, np.nan)
+        counts = np.zeros((nu, k), dtype=np.int64)
+        np.add.at(counts, (uc, codes), 1)
+        mine = counts[uc]
+        mine[np.arange(n), codes] -= 1
+        pool = np.where(others > 0, np.argmax(mine, axis=1), -1)  # most frequent among the others; ties go to the smallest
+    return pool.astype(np.int64), others_mean, others.astype(np.int64)
+
+
+def _splits(n: int, m: int) -> np.ndarray:
+    """Candidate split points s (the first s values before the change), m ≤ s ≤ n − m."""
+    s = np.arange(m, n - m + 1)
+    if len(s) > MAX_SPLITS:
+        s = np.unique(np.linspace(m, n - m, MAX_SPLITS).round().astype(np.int64))
+    return s
 
 
 def _g_stat(x: np.ndarray, k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """G statistic of homogeneity before/after every split s in [m, n − m] of category codes ``x``
-    (rows of a 2-D array are independent sequences); returns (max G per row, argmax split)."""
+    """G statistic of homogeneity before/after each candidate split of category codes ``x``
+    (rows of a 2-D array are independent sequences); returns (max G per row, its split)."""
     x = np.atleast_2d(x)
     n = x.shape[1]
-    onehot = np.eye(k)[x]  # rows × n × k
-    before = np.cumsum(onehot, axis=1)[:, m - 1 : n - m, :]  # counts in the first s items, s = m..n-m
-    total = onehot.sum(1)[:, None, :]
+    s = _splits(n, m)
+    before = np.stack([np.cumsum(x == c, axis=1)[:, s - 1] for c in range(k)], axis=2).astype(np.float64)
+    total = np.stack([(x == c).sum(1) for c in range(k)], axis=1)[:, None, :].astype(np.float64)
     after = total - before
-    s = np.arange(m, n - m + 1)[None, :, None].astype(np.float64)
+    sf = s[None, :, None].astype(np.float64)
     p = total / n
 
     def term(obs: np.ndarray, size: np.ndarray) -> np.ndarray:
-        exp = size * p
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(obs > 0, obs * np.log(obs / exp), 0.0)
+            return np.where(obs > 0, obs * np.log(obs / (size * p)), 0.0)
 
-    g = 2.0 * (term(before, s) + term(after, n - s)).sum(2)
-    return g.max(1), g.argmax(1) + m
+    g = 2.0 * (term(before, sf) + term(after, n - sf)).sum(2)
+    return g.max(1), s[g.argmax(1)]
 
 
 def _t_stat(x: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Welch's |t| of the means before/after every split s in [m, n − m]; rows are sequences."""
+    """Welch's |t| of the means before/after each candidate split; rows are sequences."""
     x = np.atleast_2d(x).astype(np.float64)
     n = x.shape[1]
     c1, c2 = np.cumsum(x, 1), np.cumsum(x * x, 1)
-    s = np.arange(m, n - m + 1)
+    s = _splits(n, m)
     s1, q1 = c1[:, s - 1], c2[:, s - 1]
     s2, q2 = c1[:, -1:] - s1, c2[:, -1:] - q1
     n1, n2 = s.astype(np.float64), (n - s).astype(np.float64)
@@ -195,7 +216,7 @@ def _t_stat(x: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     v2 = np.maximum(q2 / n2 - mu2**2, 0) * n2 / np.maximum(n2 - 1, 1)
     se = np.sqrt(v1 / n1 + v2 / n2)
     t = np.abs(mu1 - mu2) / np.where(se > 0, se, np.inf)
-    return t.max(1), t.argmax(1) + m
+    return t.max(1), s[t.argmax(1)]
 
 
 def change_point(seq: np.ndarray, kind: str, cfg: DriftConfig, seed_text: str) -> dict[str, Any] | None:
@@ -207,7 +228,7 @@ def change_point(seq: np.ndarray, kind: str, cfg: DriftConfig, seed_text: str) -
         return None
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "big"))
     perms = np.array([rng.permutation(n) for _ in range(cfg.permutations)]) if cfg.permutations else np.empty((0, n), dtype=np.int64)
-    chunk = max(1, 2_000_000 // (n * 8))
+    chunk = max(1, 4_000_000 // (min(n, MAX_SPLITS) * 8 + n))
     if kind == "categorical":
         codes = np.unique(seq, return_inverse=True)[1].reshape(-1)
         k = int(codes.max()) + 1

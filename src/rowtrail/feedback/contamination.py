@@ -22,7 +22,8 @@ Rows a pipeline step derives (``modified``/``split`` edges) inherit their parent
 The built-in ``RegisteredOutputs`` baseline is deliberately plain: exact match of the normalized
 text's SHA-256 against every registered output, then near match by MinHash (``steps/minhash.py``,
 word 3-shingles, 128 permutations) with an estimated Jaccard similarity ≥ ``threshold`` (default
-0.7) against candidates sharing an LSH band. It finds copies and light edits of outputs it was
+0.7) against candidates sharing an LSH band (bands tuned for ``threshold − 0.2``, so that banding
+loses few true matches). It finds copies and light edits of outputs it was
 given; it cannot recognize generated text it was not given (no stylometry, no watermark reading).
 
 **Shares.** The report replays the version's pipeline run from its input set (drops, weight
@@ -195,7 +196,9 @@ class RegisteredOutputs:
             if texts
             else np.empty((0, self.NUM_PERM), np.uint32)
         )
-        self.bands, self.rows = minhash.lsh_params(threshold, self.NUM_PERM)
+        # candidates from bands tuned for a lower similarity, so few true matches escape banding;
+        # every candidate is then checked against the threshold itself
+        self.bands, self.rows = minhash.lsh_params(max(0.3, threshold - 0.2), self.NUM_PERM)
         self.buckets: dict[tuple[int, bytes], list[int]] = {}
         for i in range(len(texts)):
             for b in range(self.bands):
