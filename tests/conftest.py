@@ -5,6 +5,7 @@ new fixtures in a section of their own."""
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,3 +89,15 @@ def any_store(store_location: str, rowtrail_home: Path) -> Any:
     import rowtrail as rt
 
     return rt.init(store_location)
+
+
+@pytest.fixture
+def tmp_store(request: pytest.FixtureRequest, tmp_path: Path, rowtrail_home: Path) -> Any:
+    """The plugin's ``tmp_store`` (a new store in a temporary directory), or, with
+    ``ROWTRAIL_TEST_STORE=s3`` in the environment, a new store on the moto server: the whole suite's
+    store tests then run against S3 (``ROWTRAIL_TEST_STORE=s3 python -m pytest tests/unit``)."""
+    import rowtrail as rt
+
+    if os.environ.get("ROWTRAIL_TEST_STORE") == "s3":
+        return rt.init(request.getfixturevalue("s3_url"))
+    return rt.init(tmp_path / "store")

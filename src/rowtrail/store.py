@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .backends.local import LocalBackend
-from .backends.objectstore import is_url
+from .backends.objectstore import is_url, mirror_of
 from .errors import StoreExistsError, StoreNotFoundError
 from .hashing import ID_DTYPE
 from .segments import ids_column_to_numpy
@@ -53,7 +53,9 @@ def resolve_path(path: str | os.PathLike[str] | None) -> Path | str:
         text = text.replace(":/", "://", 1)  # a URL that went through Path() lost a slash
     if is_url(text):
         return text.rstrip("/")
-    return Path(text.removeprefix("file://")).expanduser()
+    local = Path(text.removeprefix("file://")).expanduser()
+    remote = mirror_of(local)
+    return remote if remote is not None else local
 
 
 def _make_backend(where: Path | str, storage_options: dict[str, Any] | None) -> LocalBackend | ObjectStoreBackend:

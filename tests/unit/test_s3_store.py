@@ -31,6 +31,13 @@ from rowtrail.backends.objectstore import ObjectStoreBackend
 PY = sys.executable
 
 
+@pytest.fixture(autouse=True)
+def _readers_always_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers here stand for other machines: let readers list the tip on every access instead of
+    trusting a look up to ROWTRAIL_HEAD_TTL seconds old."""
+    monkeypatch.setattr(objectstore, "HEAD_TTL", 0.0)
+
+
 def table(n: int, prefix: str = "k", salt: str = "") -> pa.Table:
     return pa.table({"id": [f"{prefix}{i}" for i in range(n)], "text": [f"text {prefix}{i}{salt}" for i in range(n)]})
 
@@ -94,7 +101,6 @@ def test_another_machine_reads_the_store_and_sees_new_commits(
     b = rt.store.Store(s3_url, _backend=b_backend)
     assert b.path != a.path and b.version("v2").content_id == a.version("v2").content_id
     assert b.rows("v2").sort_by("row_id").equals(a.rows("v2").sort_by("row_id"))
-    monkeypatch.setattr(objectstore, "HEAD_TTL", 0.0)  # a reader looks at the tip on every access
     b.ingest(table(5, "c"), source="alpha", key_field="id")
     v3 = b.commit("from b", tag="v3")
     assert a.version("HEAD") == a.version(v3.id) and a.version("v3").row_count == 70

@@ -59,6 +59,23 @@ _PROBED: dict[str, bool] = {}  # per store URL, per process: does the server hon
 _PROBE_LOCK = threading.Lock()
 
 
+class _JournalView:
+    """What a process knows of a store's journal: the entries up to the last tip it listed."""
+
+    def __init__(self) -> None:
+        self.mutex = threading.RLock()  # guards this view and the backends' deferred upload queues
+        self.writer = threading.Lock()  # one write at a time per store and mirror in this process
+        self.lines: list[bytes] = []
+        self.etags: list[str] = []
+        self.last_seq = -1
+        self.validated = False  # has this process compared its whole mirror of the journal with a listing?
+        self.looked_at = -1.0  # time.monotonic() of the last listing
+
+
+_VIEWS: dict[tuple[str, str], _JournalView] = {}
+_VIEWS_LOCK = threading.Lock()
+
+
 def is_url(location: str) -> bool:
     return "://" in location and not location.startswith("file://")
 
@@ -81,6 +98,19 @@ def storage_options_from_env() -> dict[str, Any]:
     if not isinstance(opts, dict):
         raise StoreError("ROWTRAIL_STORAGE_OPTIONS must be a JSON object of fsspec storage options")
     return opts
+
+
+MIRROR_MARK = "store-url"  # in a mirror directory: the URL of the store it mirrors
+
+
+def mirror_of(path: Path) -> str | None:
+    """The store URL a local mirror directory belongs to (so that ``rt.open(store.path)`` opens the
+    store itself), or None for any other path."""
+    try:
+        text = (path / MIRROR_MARK).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None
+    return text if is_url(text) and not (path / "rowtrail.toml").exists() else None
 
 
 def _seq_key(seq: int) -> str:
@@ -108,13 +138,13 @@ class ObjectStoreBackend:
         where = Path(cache_root) if cache_root is not None else default_cache_root()
         self.root = where / hashlib.sha256(self.url.encode()).hexdigest()[:24]
         self.mirror = LocalBackend(self.root)
-        self._mutex = threading.RLock()  # guards the journal view below and the deferred queue
-        self._writer = threading.Lock()  # one write at a time through this backend object
-        self._lines: list[bytes] = []
-        self._last_seq = -1
-        self._etags: list[str] = []
-        self._validated = False  # has this process compared its whole mirror of the journal with a listing?
-        self._looked_at = -1.0  # time.monotonic() of the last listing
+        self._mark_mirror()
+        # one view of the journal per store and mirror in a process, shared by every Store object on
+        # it: a write through one is seen by all at once (other processes see it within HEAD_TTL)
+        with _VIEWS_LOCK:
+            self._v = _VIEWS.setdefault((self.url, str(self.root)), _JournalView())
+        self._mutex = self._v.mutex
+        self._writer = self._v.writer
         self._known_remote: set[str] = set()  # objects this process has seen or put on the remote
         self._deferred: list[tuple[str, bytes]] | None = None
         self._deferred_bytes = 0
@@ -149,6 +179,15 @@ class ObjectStoreBackend:
     def _ensure_mirror(self) -> None:
         if not (self.root / OBJECT_DIR).is_dir():
             (self.root / OBJECT_DIR).mkdir(parents=True, exist_ok=True)
+
+    def _mark_mirror(self) -> None:
+        mark = self.root / MIRROR_MARK
+        with contextlib.suppress(OSError):
+            if not mark.is_file():
+                self.root.mkdir(parents=True, exist_ok=True)
+                tmp = self.root / f".{MIRROR_MARK}.{uuid.uuid4().hex}.tmp"
+                tmp.write_text(self.url + "\n")
+                os.replace(tmp, mark)
 
     # -- objects -----------------------------------------------------------------------------------
     def object_path(self, digest: str) -> Path:
@@ -374,27 +413,27 @@ class ObjectStoreBackend:
         """Bring the journal view up to the remote tip (at most every HEAD_TTL seconds unless forced)."""
         with self._mutex:
             now = time.monotonic()
-            if not force and self._looked_at >= 0 and now - self._looked_at < HEAD_TTL:
+            if not force and self._v.looked_at >= 0 and now - self._v.looked_at < HEAD_TTL:
                 return
-            if not self._validated:
+            if not self._v.validated:
                 items = self._list_journal(-1)
                 lines = self._fetch_entries(items)
-                self._lines, self._etags, self._last_seq = [], [], -1
+                self._v.lines, self._v.etags, self._v.last_seq = [], [], -1
                 self._extend(items, lines)
-                self._validated = True
+                self._v.validated = True
             else:
-                items = self._list_journal(self._last_seq)
+                items = self._list_journal(self._v.last_seq)
                 if items:
                     self._extend(items, self._fetch_entries(items))
-            self._looked_at = now
+            self._v.looked_at = now
 
     def _extend(self, items: list[tuple[int, str]], lines: list[bytes]) -> None:
         # every listed entry, in order: a gap (a removed entry) is damage that verify names by its
         # sequence numbers, not something to hide by stopping before it
         for (seq, etag), line in zip(items, lines):
-            self._lines.append(line)
-            self._etags.append(etag)
-            self._last_seq = seq
+            self._v.lines.append(line)
+            self._v.etags.append(etag)
+            self._v.last_seq = seq
             self._forget_purged(line)
 
     def _forget_purged(self, line: bytes) -> None:
@@ -412,19 +451,19 @@ class ObjectStoreBackend:
         listing (``bytes``: the length of the entries joined by newlines)."""
         self._refresh()
         with self._mutex:
-            if not self._lines:
+            if not self._v.lines:
                 return None
             return {
-                "seq": self._last_seq,
-                "digest": hashlib.sha256(self._lines[-1]).hexdigest(),
-                "bytes": sum(len(x) + 1 for x in self._lines),
+                "seq": self._v.last_seq,
+                "digest": hashlib.sha256(self._v.lines[-1]).hexdigest(),
+                "bytes": sum(len(x) + 1 for x in self._v.lines),
             }
 
     def read_journal(self) -> tuple[list[bytes], bytes]:
         """The committed entries up to the tip; a put is atomic, so nothing lies past it."""
         self._refresh()
         with self._mutex:
-            return list(self._lines), b""
+            return list(self._v.lines), b""
 
     def journal_bytes(self) -> bytes:
         """Every entry as the remote holds it now (no mirror), joined as a local journal.jsonl, for
@@ -437,7 +476,7 @@ class ObjectStoreBackend:
             got = {keys[0]: got}
         data = [got.get(k) for k in keys]
         with self._mutex:  # the view verify's read_head() answers from is this one
-            self._validated = False
+            self._v.validated = False
             self._refresh(force=True)
         return b"".join(d + b"\n" for d in data if isinstance(d, bytes))
 
@@ -448,7 +487,7 @@ class ObjectStoreBackend:
         try:
             self.fs.pipe_file(key, line, mode="create")
         except FileExistsError:
-            self._looked_at = -1.0
+            self._v.looked_at = -1.0
             raise ConflictError(
                 f"the store at {self.url} advanced while this write ran: another writer published journal entry {seq} "
                 "first, so nothing of this write was committed (staged work already in the store is untouched). "
@@ -463,12 +502,12 @@ class ObjectStoreBackend:
             tmp.write_bytes(line)
             os.replace(tmp, mirror / f"{_seq_key(seq)[:-5]}.{_safe(etag)}")
         with self._mutex:
-            if self._last_seq + 1 == seq:
-                self._lines.append(line)
-                self._etags.append(etag)
-                self._last_seq = seq
+            if self._v.last_seq + 1 == seq:
+                self._v.lines.append(line)
+                self._v.etags.append(etag)
+                self._v.last_seq = seq
             else:
-                self._looked_at = -1.0  # our view was behind; list again on the next read
+                self._v.looked_at = -1.0  # our view was behind; list again on the next read
 
     @contextlib.contextmanager
     def lock(self, wait: float | None = None) -> Iterator[None]:
