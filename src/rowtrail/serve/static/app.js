@@ -117,8 +117,11 @@
   }
 
   // -- pages -----------------------------------------------------------------------------------------
-  async function timeline() {
-    const [info, versions] = await Promise.all([api("/store"), api("/versions")]);
+  async function timeline(params) {
+    const corpus = (params && params.get("corpus")) || "main";
+    const [info, versions] = await Promise.all([api("/store"), api("/versions?corpus=" + enc(corpus))]);
+    const corpora = Object.keys(info.corpora);
+    const corpusPick = corpora.length > 1 ? h("label", {}, "corpus ", h("select", { id: "corpus-pick", on: { change: (ev) => { location.hash = "#/?corpus=" + enc(ev.target.value); } } }, corpora.map((c) => h("option", { value: c, selected: c === corpus }, c)))) : null;
     const picked = [];
     const compare = h("button", { id: "compare", disabled: true, on: { click: () => { const [x, y] = orderPair(picked, versions); location.hash = `#/diff/${enc(x)}/${enc(y)}`; } } }, "Diff selected");
     const list = h("ol", { class: "timeline", id: "timeline" });
@@ -151,7 +154,7 @@
     render(
       h("h1", {}, "Version timeline"),
       h("p", { class: "muted" }, `Store ${info.path} · ${info.versions} versions · ${info.sources} sources · ${info.runs} runs · ${info.journal_entries} journal entries`),
-      h("div", { class: "toolbar" }, compare, h("span", { class: "muted" }, "select two versions to compare")),
+      h("div", { class: "toolbar" }, corpusPick, compare, h("span", { class: "muted" }, "select two versions to compare")),
       versions.length ? list : h("p", {}, "No versions yet."));
   }
   function orderPair(picked, versions) {
@@ -284,9 +287,10 @@
       const x1 = a.x + NW, y1 = a.y + NH / 2, x2 = b.x, y2 = b.y + NH / 2;
       const back = x2 <= x1;
       const skip = !back && x2 - x1 > GX + 1 && Math.abs(y2 - y1) < 1; // a straight edge across a column would run under its nodes
-      const d = skip ? `M ${x1} ${y1} C ${x1 + GX / 2} ${y1 - NH - 10}, ${x2 - GX / 2} ${y2 - NH - 10}, ${x2} ${y2}` : back ? `M ${a.x + NW / 2} ${a.y + NH} C ${a.x + NW / 2} ${a.y + NH + 40}, ${b.x + NW / 2} ${b.y + NH + 40}, ${b.x + NW / 2} ${b.y + NH}` : `M ${x1} ${y1} C ${x1 + GX / 2} ${y1}, ${x2 - GX / 2} ${y2}, ${x2} ${y2}`;
+      const arc = 6; // a skipping edge arcs over the whole graph, so it never looks like it starts at a node it passes
+      const d = skip ? `M ${x1} ${y1} C ${x1 + GX} ${arc}, ${x2 - GX} ${arc}, ${x2} ${y2}` : back ? `M ${a.x + NW / 2} ${a.y + NH} C ${a.x + NW / 2} ${a.y + NH + 40}, ${b.x + NW / 2} ${b.y + NH + 40}, ${b.x + NW / 2} ${b.y + NH}` : `M ${x1} ${y1} C ${x1 + GX / 2} ${y1}, ${x2 - GX / 2} ${y2}, ${x2} ${y2}`;
       svg.appendChild(s("path", { d, fill: "none", stroke: "#8996a6", "stroke-width": 1.4, "marker-end": "url(#arrow)", class: "edge" }, s("title", {}, e.label)));
-      const ly = skip ? y1 - NH * 0.75 - 10 : (y1 + y2) / 2 - 5, lx = skip ? (x1 + x2) / 2 : x1 + GX / 2;
+      const ly = skip ? (y1 + y2) / 8 + 0.75 * arc + 12 : (y1 + y2) / 2 - 5, lx = skip ? (x1 + x2) / 2 : x1 + GX / 2;
       if (e.label) svg.appendChild(s("text", { x: lx, y: ly, "text-anchor": "middle", "font-size": 10, fill: "#5d6875" }, e.label.length > 20 ? e.label.slice(0, 19) + "…" : e.label));
     }
     for (const n of g.nodes) {
@@ -390,10 +394,15 @@
     return wrap;
   }
 
+  async function allVersions() {
+    const info = await api("/store");
+    const lists = await Promise.all(Object.keys(info.corpora).map((c) => api("/versions?corpus=" + enc(c))));
+    return lists.flat();
+  }
   async function versionPicker(ref, route) {
-    const versions = await api("/versions");
+    const versions = await allVersions();
     return h("label", {}, "version ", h("select", { id: "version-pick", on: { change: (ev) => { location.hash = `#/${route}/${enc(ev.target.value)}`; } } },
-      h("option", { value: "HEAD", selected: ref === "HEAD" }, "HEAD"), versions.map((v) => h("option", { value: v.tag || v.version_id, selected: (v.tag || v.version_id) === ref }, vlabel(v)))));
+      h("option", { value: "HEAD", selected: ref === "HEAD" }, "HEAD"), versions.map((v) => h("option", { value: v.tag || v.version_id, selected: (v.tag || v.version_id) === ref }, vlabel(v) + (v.corpus !== "main" ? ` (${v.corpus})` : "")))));
   }
 
   async function transparencyPage(ref) {
@@ -609,7 +618,7 @@
 
   // -- router ----------------------------------------------------------------------------------------
   const routes = [
-    [/^\/?$/, () => timeline(), "timeline"],
+    [/^\/?$/, (m, p) => timeline(p), "timeline"],
     [/^\/version\/([^/]+)$/, (m) => versionPage(decodeURIComponent(m[1])), "timeline"],
     [/^\/diff\/([^/]+)\/([^/]+)$/, (m) => diffPage(decodeURIComponent(m[1]), decodeURIComponent(m[2])), "timeline"],
     [/^\/rows\/([^/]+)$/, (m, p) => rowsPage(decodeURIComponent(m[1]), p), "timeline"],
