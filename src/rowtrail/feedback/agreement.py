@@ -25,7 +25,6 @@ Formulas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -47,7 +46,7 @@ def _codes(*columns: Any) -> tuple[list[np.ndarray], np.ndarray]:
     return out, cats
 
 
-def cohen_kappa(a: Sequence[Any], b: Sequence[Any], *, weights: str | None = None) -> float:
+def cohen_kappa(a: Any, b: Any, *, weights: str | None = None) -> float:
     """Cohen's kappa of two raters' labels for the same items (aligned sequences)."""
     if len(a) != len(b):
         raise ValueError(f"the two raters label {len(a)} and {len(b)} items; align them on common items first")
@@ -89,7 +88,7 @@ def fleiss_kappa(counts: Any) -> float:
     return (p_bar - p_e) / (1.0 - p_e)
 
 
-def fleiss_table(units: Sequence[Any], values: Sequence[Any]) -> tuple[np.ndarray, int]:
+def fleiss_table(units: Any, values: Any) -> tuple[np.ndarray, int]:
     """The count matrix of the units rated by the most common number of raters (Fleiss needs one
     number for all), and that number. Returns an empty matrix when no unit has two ratings."""
     (cu,), _ucats = _codes(units)
@@ -104,7 +103,7 @@ def fleiss_table(units: Sequence[Any], values: Sequence[Any]) -> tuple[np.ndarra
     return m[sizes == size], size
 
 
-def reliability_matrix(units: Sequence[Any], raters: Sequence[Any], values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+def reliability_matrix(units: Any, raters: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
     """A raters × units matrix of value codes (``nan`` where a rater did not rate a unit) from long
     data, and the sorted distinct values the codes index. A rater's repeated rating of a unit keeps
     the last one."""
@@ -116,7 +115,7 @@ def reliability_matrix(units: Sequence[Any], raters: Sequence[Any], values: Sequ
     return out, cats
 
 
-def krippendorff_alpha(reliability: Any, level: str = "nominal", values: Sequence[Any] | None = None) -> float:
+def krippendorff_alpha(reliability: Any, level: str = "nominal", values: Any = None) -> float:
     """Krippendorff's alpha of a raters × units matrix (``nan`` = missing). Entries are values
     (interval: numbers) or, when ``values`` is given, codes indexing it (``reliability_matrix``)."""
     if level not in LEVELS:

@@ -238,7 +238,7 @@ def change_point(seq: np.ndarray, kind: str, cfg: DriftConfig, seed_text: str) -
             if len(perms)
             else np.empty(0)
         )
-        change = {"before": None, "after": None}
+        change: dict[str, Any] = {"before": None, "after": None}
     else:
         x = seq.astype(np.float64)
         stat, split = _t_stat(x[None, :], m)

@@ -95,12 +95,12 @@ def read_outputs(path: str | Path, text_field: str = "text", id_field: str = "ou
                     raise IngestError("a line must hold a JSON object", str(p), i)
                 rows.append((i, obj))
     ids, hashes, texts = [], [], []
-    for line, r in rows:
+    for at, r in rows:
         text = r.get(text_field)
         if not isinstance(text, str) or not text.strip():
-            raise IngestError(f"no text in field '{text_field}' (choose the field with --text-field)", str(p), line, text_field)
+            raise IngestError(f"no text in field '{text_field}' (choose the field with --text-field)", str(p), at, text_field)
         oid = r.get(id_field)
-        ids.append(str(oid) if oid not in (None, "") else f"{p.name}:{line}")
+        ids.append(str(oid) if oid not in (None, "") else f"{p.name}:{at}")
         hashes.append(text_hash(text))
         texts.append(text)
     if not ids:

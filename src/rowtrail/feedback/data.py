@@ -77,7 +77,9 @@ class Annotations:
 
     def value(self) -> np.ndarray:
         """The judgement's value: the label, the rating, or the chosen side of a pair."""
-        out = np.where(self.kind == "rating", None, np.where(self.kind == "pair", self.chosen, self.label)).astype(object)
+        out = self.label.astype(object).copy()
+        pair = self.kind == "pair"
+        out[pair] = self.chosen[pair]
         r = self.kind == "rating"
         out[r] = self.rating[r]
         return out

@@ -12,6 +12,7 @@ for ratings and margins.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,7 +61,7 @@ def shares(values: np.ndarray, weights: np.ndarray) -> dict[str, float]:
     return {str(k): float(s / total) for k, s in zip(keys, sums)}
 
 
-def _brief(d: dict[str, Any]) -> dict[str, Any]:
+def _brief(d: Mapping[str, Any]) -> dict[str, Any]:
     keep = ("psi", "kl", "ks", "ks_pvalue", "max_change", "max_change_value", "mean_before", "mean_after")
     return {k: d[k] for k in keep if k in d}
 
