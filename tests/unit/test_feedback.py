@@ -429,3 +429,49 @@ def test_drift_flag_rate_over_seeds():
         false += len([x for x in f if x != synth.DRIFTING])
         false += len(flagged(synth.generate(seed=seed, drift=0.0)))
     assert hits >= 18 and false == 0
+
+
+def test_pairs_over_corpus_rows_take_the_rows_origin(tmp_path):
+    """Completions of a model ingested as rows of a source whose generator is the model; preference
+    pairs name them by row id: a pair with a model-made side derives from the model (``item_row``)."""
+    store = _store_with_guidelines(tmp_path)
+    store.sources.add("completions", kind="teacher-model", license="MIT", generator="model-v37")
+    store.sources.add("human-answers", kind="partner-dump", license="MIT")
+    store.ingest(pa.table({"id": ["c1", "c2"], "text": ["model answer one", "model answer two"]}), source="completions", key_field="id")
+    store.ingest(pa.table({"id": ["h1", "h2"], "text": ["human answer one", "human answer two"]}), source="human-answers", key_field="id")
+    store.commit("answers", tag="a", sign=False)
+    ids = {r["source_key"]: r["row_id"] for r in store.rows("a").to_pylist()}
+    recs = [
+        {
+            "item_id": "p1",
+            "annotator": "u1",
+            "guideline_version": "1",
+            "collected_at": "2026-01-01T00:00:00Z",
+            "chosen": ids["c1"],
+            "rejected": ids["h1"],
+        },
+        {
+            "item_id": "p2",
+            "annotator": "u1",
+            "guideline_version": "1",
+            "collected_at": "2026-01-01T00:00:00Z",
+            "chosen": ids["h2"],
+            "rejected": ids["h1"],
+        },
+        {
+            "item_id": "p3",
+            "annotator": "u1",
+            "guideline_version": "1",
+            "collected_at": "2026-01-01T00:00:00Z",
+            "chosen": ids["h2"],
+            "rejected": ids["c2"],
+        },
+    ]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    annotations.import_annotations(store, tmp_path / "pairs.jsonl", source="ann")
+    store.commit("pairs", tag="b", sign=False)
+    rep = contamination.report(store, "b", chains=10)
+    assert rep["per_source"]["ann"]["generated_rows"] == 2 and rep["per_source"]["ann"]["via"] == {"item_row": 2}
+    assert rep["per_source"]["completions"]["via"] == {"source": 2} and rep["per_source"]["human-answers"]["generated_rows"] == 0
+    assert {c["output"] for c in rep["chains"] if c["match"] == "item_row"} == {ids["c1"], ids["c2"]}
+    assert rep["share"] == 4 / 7

@@ -11,7 +11,9 @@ against.
 **Origin of a row.** Each input row of a version gets one origin, the first that applies:
 
 1. ``declared``: the row's ``item_generator`` attribute (an annotation: who produced the rated item),
-   else its ``generator`` attribute, else its source's ``generator`` when that is not ``human``;
+   else its ``generator`` attribute, else its source's ``generator`` when that is not ``human``, else
+   — for a judgement whose ``item_id``, ``chosen`` or ``rejected`` is a corpus row id — that row's
+   own generator (``item_row``);
 2. ``detected``: a detector's match on the row's texts (for annotation rows, the string values of the
    rated ``item``; otherwise the string values of the content), only for rows with no declared origin;
 3. ``human`` otherwise (declared human, or nothing found).
@@ -256,9 +258,35 @@ def _texts_of(content: str | None, is_annotation: bool) -> list[str]:
     return [v for v in obj.values() if isinstance(v, str) and len(v.split()) >= 3]
 
 
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _row_origins(store: Store, row_ids: set[str]) -> dict[str, str]:
+    """The generator of each corpus row named (row id hex → its ``generator`` attribute, else its
+    source's generator), looked up in every segment of the store."""
+    from ..hashing import ids_from_hex
+    from .data import segment_attributes
+
+    if not row_ids:
+        return {}
+    want = ids_from_hex(sorted(row_ids))
+    sources = store.state.sources
+    out: dict[str, str] = {}
+    for seg in store.state.segments:
+        ids = store.segment_column(seg.seg, "row_id")
+        hit = np.flatnonzero(np.isin(ids, want))
+        if hit.size == 0:
+            continue
+        attrs = segment_attributes(store, seg.seg, hit, ["source_id", ATTR_PREFIX + "generator"])
+        for rid, sid, g in zip(ids_hex(ids[hit]), attrs["source_id"], attrs[ATTR_PREFIX + "generator"]):
+            out[rid] = str(g) if g is not None else ((sources[sid].generator or "human") if sid in sources else "human")
+    return out
+
+
 def origins(store: Store, recs: np.ndarray, detector: Detector | None = None) -> dict[str, np.ndarray]:
     """Origin of each ingested row locator: ``generator`` (model id or ``human``), ``via``
-    (``item_generator``, ``attribute``, ``source``, ``detector:exact``/``detector:near``, ``default``),
+    (``item_generator``, ``attribute``, ``source``, ``item_row``, ``detector:exact``/``detector:near``,
+    ``default``),
     ``output_id`` (the rated item or the matched output), ``similarity``, plus the row's source,
     annotator and guideline (for the chain)."""
     from .data import record_attributes, segment_attributes
@@ -271,6 +299,8 @@ def origins(store: Store, recs: np.ndarray, detector: Detector | None = None) ->
         ATTR_PREFIX + "annotator",
         ATTR_PREFIX + "guideline_version",
         ATTR_PREFIX + "annotation_kind",
+        ATTR_PREFIX + "chosen",
+        ATTR_PREFIX + "rejected",
     ]
     cols = record_attributes(store, recs, names)
     n = len(recs)
@@ -291,6 +321,18 @@ def origins(store: Store, recs: np.ndarray, detector: Detector | None = None) ->
         else:
             gen[i], via[i] = "human", "default"
             undecided.append(i)
+    # a judgement whose rated item (or a side of its pair) is a corpus row: that row's own origin
+    refs = {
+        i: [v for v in (cols[ATTR_PREFIX + k][i] for k in ("item_id", "chosen", "rejected")) if isinstance(v, str) and _HEX64.match(v)]
+        for i in undecided
+    }
+    found = _row_origins(store, {v for vs in refs.values() for v in vs})
+    for i, vs in refs.items():
+        for v in vs:
+            if v in found and found[v] != "human":
+                gen[i], via[i], out_id[i] = found[v], "item_row", v
+                break
+    undecided = [i for i in undecided if via[i] == "default"]
     if detector is not None and undecided:
         und = np.array(undecided, dtype=np.int64)
         texts: list[str] = []
