@@ -206,7 +206,7 @@ def build_index(
     used_fields: list[str] | None = list(fields) if fields is not None else None
     seconds = dict.fromkeys(kinds, 0.0)
     done = 0
-    stream = sel.batches(provenance=False, batch_rows=batch_rows, progress=lambda s, d, t: progress(f"read {s}", d, t))
+    stream = sel.batches(provenance=False, batch_rows=batch_rows, progress=progress)
     read_time = 0.0
     t_read = time.perf_counter()
     for table in stream:

@@ -47,6 +47,11 @@ if TYPE_CHECKING:
     from ..versions.journal import State
 
 INDEX_FORMAT = 1
+# Loaded indexes, by (store, index id): their objects are immutable, so a process that queries again
+# reuses the mapped arrays and the vocabulary table (the journal and manifest are checked every time).
+LOADED_MAX = 4
+COMPARE_BLOCK = 16  # tokens compared per step of a suffix comparison
+_LOADED: dict[tuple[str, str], Any] = {}
 KINDS = ("spans", "lexical", "embedding")
 
 
@@ -166,8 +171,15 @@ def load_index(store: Store, version: str = "HEAD", kind: str = "spans", *, corp
     if man.get("kind") != kind:
         raise IndexMismatchError(f"index {index_id[:12]} is a {man.get('kind')} index, not {kind}")
     check_binding(man, info, index_id)
-    cls = {"spans": SpanIndex, "lexical": LexicalIndex, "embedding": EmbeddingIndex}[kind]
-    return cls(store, info, index_id, man)
+    key = (str(store.path), index_id)
+    hit = _LOADED.pop(key, None)
+    if hit is None:
+        cls = {"spans": SpanIndex, "lexical": LexicalIndex, "embedding": EmbeddingIndex}[kind]
+        hit = cls(store, info, index_id, man)
+    _LOADED[key] = hit  # most recent last
+    while len(_LOADED) > LOADED_MAX:
+        _LOADED.pop(next(iter(_LOADED)))
+    return hit
 
 
 # -- loaded indexes ----------------------------------------------------------------------------------
@@ -250,20 +262,31 @@ class SpanIndex(_Loaded):
     # first tokens at once. Patterns are rows of a matrix with their lengths; an id of -1 (unknown
     # token) never equals a corpus token, and reads past the corpus end see its final separator.
     def _compare(self, starts: np.ndarray, pats: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(sign of suffix − pattern over the pattern's length, common prefix length) per pattern."""
-        m = pats.shape[1]
+        """(sign of suffix − pattern over the pattern's length, common prefix length) per pattern.
+        Compared a block of columns at a time: only rows still equal so far read the next block."""
+        q, m = pats.shape
         n = len(self.tokens)
-        if m == 0:
-            return np.zeros(len(starts), np.int64), np.zeros(len(starts), np.int64)
-        idx = np.minimum(starts[:, None].astype(np.int64) + np.arange(m), n - 1)
-        got = np.asarray(self.tokens)[idx].astype(np.int64)
-        valid = np.arange(m)[None, :] < lens[:, None]
-        diff = (got != pats) & valid
-        has = diff.any(axis=1)
-        first = np.where(has, diff.argmax(axis=1), lens)
-        rows = np.arange(len(starts))
-        at = np.minimum(first, m - 1)
-        sign = np.where(has, np.sign(got[rows, at] - pats[rows, at]), 0)
+        tokens = np.asarray(self.tokens)
+        sign = np.zeros(q, np.int64)
+        first = np.asarray(lens, np.int64).copy()  # common prefix length; the full length if equal
+        todo = np.arange(q)
+        starts = starts.astype(np.int64)
+        for lo in range(0, m, COMPARE_BLOCK):
+            if not len(todo):
+                break
+            hi = min(m, lo + COMPARE_BLOCK)
+            cols = np.arange(lo, hi)
+            got = tokens[np.minimum(starts[todo, None] + cols, n - 1)].astype(np.int64)
+            want = pats[todo, lo:hi]
+            diff = (got != want) & (cols[None, :] < lens[todo, None])
+            has = diff.any(axis=1)
+            if has.any():
+                rows = np.flatnonzero(has)
+                at = diff[rows].argmax(axis=1)
+                done = todo[rows]
+                first[done] = lo + at
+                sign[done] = np.sign(got[rows, at] - want[rows, at])
+            todo = todo[~has & (lens[todo] > hi)]
         return sign, first
 
     def _bound(self, pats: np.ndarray, lens: np.ndarray, upper: bool) -> np.ndarray:
