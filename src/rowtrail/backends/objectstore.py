@@ -189,6 +189,13 @@ class ObjectStoreBackend:
                 tmp.write_text(self.url + "\n")
                 os.replace(tmp, mark)
 
+    def _get_many(self, keys: list[str]) -> list[Any]:
+        """The bytes of many keys (or the exception each raised), fetched concurrently, one GET each."""
+        if not keys:
+            return []
+        extra = {"max_concurrency": 1} if self.protocol in ATOMIC_CREATE else {}  # else s3fs asks each size first
+        return list(self.fs.cat_ranges(keys, None, None, on_error="return", **extra))
+
     # -- objects -----------------------------------------------------------------------------------
     def object_path(self, digest: str) -> Path:
         """A local file holding the object's bytes: the mirror's copy, downloaded (and checked
@@ -223,11 +230,10 @@ class ObjectStoreBackend:
         for start in range(0, len(missing), 256):
             batch = missing[start : start + 256]
             try:
-                got = self.fs.cat([self._object_key(d) for d in batch], on_error="return")
+                got = self._get_many([self._object_key(d) for d in batch])
             except OSError:
-                got = {}
-            for d in batch:
-                data = got.get(self._object_key(d)) if isinstance(got, dict) else None
+                got = [None] * len(batch)
+            for d, data in zip(batch, got):
                 if isinstance(data, bytes) and hashlib.sha256(data).hexdigest() == d:
                     self.mirror.put_bytes(data)
                     self._known_remote.add(d)
@@ -310,21 +316,30 @@ class ObjectStoreBackend:
         prefix = self._key(OBJECT_DIR)
         self.fs.invalidate_cache(prefix)
         try:
-            names = self.fs.find(prefix)
+            found = self.fs.find(prefix)
         except FileNotFoundError:
             return
-        for name in sorted(names):
+        for name in sorted(found):
             rel = name[len(prefix) :].strip("/").split("/")
             if len(rel) == 2 and len(rel[0]) == 2:
                 yield rel[0] + rel[1]
 
     def hash_object(self, digest: str) -> str:
-        """SHA-256 of the object's bytes as the store holds them now (read from the remote)."""
-        h = hashlib.sha256()
-        with self.fs.open(self._object_key(digest), "rb", block_size=1 << 22, cache_type="none") as src:
-            while block := src.read(1 << 22):
-                h.update(block)
-        return h.hexdigest()
+        """SHA-256 of the object's bytes as the store holds them now: downloaded afresh (one GET),
+        never taken from the mirror; a good copy the mirror lacks is kept."""
+        tmp = self.mirror.new_tmp_path(".verify")
+        try:
+            self.fs.get_file(self._object_key(digest), str(tmp))
+            got = file_sha256(tmp)
+            dest = self.mirror.object_path(digest)
+            if got == digest and not dest.is_file():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, dest)
+            return got
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def ensure_tmp(self) -> Path:
         self._ensure_mirror()
@@ -393,9 +408,7 @@ class ObjectStoreBackend:
                 need.append((seq, etag))
         if need:
             keys = {self._key(JOURNAL_DIR, _seq_key(seq)): (seq, etag) for seq, etag in need}
-            got = self.fs.cat(list(keys), on_error="return")
-            if not isinstance(got, dict):  # a single path returns its bytes
-                got = {next(iter(keys)): got}
+            got = dict(zip(keys, self._get_many(list(keys))))
             mirror.mkdir(parents=True, exist_ok=True)
             for key, (seq, etag) in keys.items():
                 data = got.get(key)
@@ -471,10 +484,7 @@ class ObjectStoreBackend:
         chain."""
         items = self._list_journal(-1)
         keys = [self._key(JOURNAL_DIR, _seq_key(seq)) for seq, _ in items]
-        got = self.fs.cat(keys, on_error="return") if keys else {}
-        if not isinstance(got, dict):
-            got = {keys[0]: got}
-        data = [got.get(k) for k in keys]
+        data = self._get_many(keys)
         with self._mutex:  # the view verify's read_head() answers from is this one
             self._v.validated = False
             self._refresh(force=True)
