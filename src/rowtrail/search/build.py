@@ -226,7 +226,8 @@ def build_index(
         text = text_of(table, used_fields)
         read_time += time.perf_counter() - t_read
         t1 = time.perf_counter()
-        tokens, counts = (spans or lexical).tokenizer.tokenize(text) if (spans or lexical) else (None, None)
+        tok = spans.tokenizer if spans is not None else lexical.tokenizer if lexical is not None else None
+        tokens, counts = tok.tokenize(text) if tok is not None else (pa.array([], pa.string()), np.zeros(n, np.int64))
         tok_time = time.perf_counter() - t1
         if spans is not None:
             t2 = time.perf_counter()

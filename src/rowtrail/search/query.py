@@ -188,12 +188,14 @@ def _read_text(text_or_file: str | Path) -> str:
     if isinstance(text_or_file, Path):
         path = text_or_file
     else:
-        path = Path(text_or_file) if len(text_or_file) < 1024 and "\n" not in text_or_file else None
+        if len(text_or_file) >= 1024 or "\n" in text_or_file:
+            return text_or_file
+        path = Path(text_or_file)
         try:
-            if path is None or not path.is_file():
-                return str(text_or_file)
+            if not path.is_file():
+                return text_or_file
         except OSError:
-            return str(text_or_file)
+            return text_or_file
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
