@@ -61,7 +61,7 @@ def static_dir() -> Path:
 class StorePool:
     """One read-only ``Store`` per worker thread (its caches stay warm between requests)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | str):
         from ..store import open as open_store
 
         self.path = path
@@ -80,7 +80,7 @@ class StorePool:
 class Verifier:
     """Runs ``store.verify`` in a background thread and keeps the last report."""
 
-    def __init__(self, path: Path, sample: int | None, allow_unsigned: bool = False):
+    def __init__(self, path: Path | str, sample: int | None, allow_unsigned: bool = False):
         self.path, self.sample, self.allow_unsigned = path, sample, allow_unsigned
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None

@@ -320,13 +320,13 @@ def lineage_graph(store: Store, row_id: str, trace: dict[str, Any] | None = None
         vn = f"version:{r['version_id']}"
         edge(vn if vn in nodes else me, n, f"{r['rows']} step(s)" if r.get("rows") else "trained")
     # descendants' own versions: where the row's content went when a step replaced it
-    for c in [n for n in nodes.values() if n["kind"] == "row" and n["layer"] == out_layer]:
-        from ..ops.trace import locate
+    from ..ops.trace import locate
 
-        _, held = locate(store, c["row_id"])
+    for child in [x for x in nodes.values() if x["kind"] == "row" and x["layer"] == out_layer]:
+        _, held = locate(store, child["row_id"])
         for v in held:
-            n = node(f"version:{v['version_id']}", "version", v.get("tag") or v["version_id"][:12], v_layer, version_id=v["version_id"])
-            edge(c["id"], n, f"weight {v['weight']:g}")
+            vid = node(f"version:{v['version_id']}", "version", v.get("tag") or v["version_id"][:12], v_layer, version_id=v["version_id"])
+            edge(child["id"], vid, f"weight {v['weight']:g}")
     return {"row_id": rid, "nodes": list(nodes.values()), "edges": edges}
 
 
