@@ -300,3 +300,28 @@ def test_importing_the_serve_package_does_not_import_fastapi():
     code = "import sys, rowtrail, rowtrail.serve, rowtrail.cli.app; print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'pydantic') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def shout(text):
+    return text.upper()
+
+
+def test_lineage_graph_follows_a_row_a_step_rewrote_into_the_version(tmp_store, write_jsonl):
+    s = tmp_store
+    s.sources.add("docs", kind="crawl", license="CC0-1.0", legal_basis="public-domain")
+    s.ingest(write_jsonl([{"id": i, "text": f"row {i}"} for i in range(3)]), source="docs", key_field="id")
+    s.apply([rt.steps.rewrite(shout, name="shout", version="1", field="text")])
+    s.commit("shouted", tag="v1")
+    child = s.rows("v1").to_pylist()[0]
+    with TestClient(create_app(s.path, verify_on_start=False)) as c:
+        parent = c.get(f"/api/rows/{child['row_id']}").json()["derived_from"][0]["row_id"]
+        g = c.get(f"/api/rows/{parent}/graph").json()
+        nodes = {n["id"]: n for n in g["nodes"]}
+        assert nodes[f"row:{parent}"]["kind"] == "focus" and nodes[f"row:{child['row_id']}"]["kind"] == "row"
+        edges = {(e["source"], e["target"]): e["label"] for e in g["edges"]}
+        assert "shout (modified)" in edges[(f"row:{parent}", f"row:{child['row_id']}")]
+        v1 = s.version("v1").id
+        assert (f"row:{child['row_id']}", f"version:{v1}") in edges and (f"row:{parent}", f"version:{v1}") not in edges
+        g = c.get(f"/api/rows/{child['row_id']}/graph").json()  # from the child: back to its parent and source
+        layers = {n["id"]: n["layer"] for n in g["nodes"]}
+        assert layers["source:docs"] < layers[f"row:{parent}"] < layers[f"row:{child['row_id']}"] < layers[f"version:{v1}"]
