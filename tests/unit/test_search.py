@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import rowtrail as rt
-from rowtrail import search
+from rowtrail import search, steps
 from rowtrail.errors import IngestError
+from rowtrail.ops.runs import record_external
 from rowtrail.search.tokenize import Tokenizer
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "search"
@@ -35,6 +36,7 @@ def make_store(path: Path) -> rt.Store:
         attributes={"teacher": "teacher", "lane": "lane"},
     )
     store.ingest(DATA / "crawl.jsonl", source="py-docs", key_field="url", content_fields=["text"])
+    store.apply([steps.score("quality", "length(coalesce(response, text)) / 100.0")])  # a curation score
     store.commit("first", tag="v1", sign=False)
     return store
 
@@ -43,6 +45,10 @@ def make_store(path: Path) -> rt.Store:
 def indexed(tmp_path_factory):
     store = make_store(tmp_path_factory.mktemp("search") / "store")
     built = search.build_index(store, "v1", ["spans", "lexical"])
+    # a training run (registered from outside) that consumed the row the planted output copies
+    rows = store.rows("v1").to_pylist()
+    planted = next(r["row_id"] for r in rows if r["source_key"] == "tm-007")
+    store.run_id = record_external(store, "v1", {"framework": "elsewhere"}, [planted])  # type: ignore[attr-defined]
     return store, built
 
 
@@ -68,6 +74,9 @@ def test_planted_span_found_with_row_and_source(indexed):
     prov = row["provenance"]
     assert prov["source"]["license"] == "LicenseRef-model-x-terms" and prov["source"]["legal_basis"] == "own model output"
     assert prov["versions"] == ["v1"] and prov["ingest"]["file"].endswith("teacher.jsonl") and prov["ingest"]["line"] == 8
+    assert prov["runs"] == [store.run_id] and prov["scores"] == {
+        "quality": pytest.approx(len(json.loads((DATA / "teacher.jsonl").read_text().splitlines()[7])["response"]) / 100)
+    }
     assert res["by_source"][0]["source_id"] == "teacher-x" and res["by_source"][0]["share"] == 1.0
     assert "teacher-x" in res["summary"] and "lane=lane-explain" in res["summary"]
     # the whole-output similarity puts the same row first
@@ -225,6 +234,7 @@ def test_similar_has_provenance_and_groups(indexed):
     assert first["source_key"] == "tm-006" and first["provenance"]["source"]["kind"] == "teacher-model"
     assert res["by_source"]["lexical"][0]["source_id"] == "teacher-x"
     assert "score" in first and first["rank"] == 1
+    assert first["provenance"]["scores"]["quality"] > 0  # the curation score a pipeline step attached
 
 
 def test_purge_drops_indexes_built_from_erased_text(tmp_path, rowtrail_home):
