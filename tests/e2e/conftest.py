@@ -108,7 +108,8 @@ def build_demo_store(root: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The demo store; ROWTRAIL_HOME and the working directory are changed only while it is built."""
     root = tmp_path_factory.mktemp("serve-demo")
     saved = {k: os.environ.get(k) for k in ("ROWTRAIL_HOME", "ROWTRAIL_STORE", "ROWTRAIL_SIGNING_KEY")}
     os.environ["ROWTRAIL_HOME"] = str(root / "home")
@@ -120,16 +121,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         info = build_demo_store(root)
     finally:
         os.chdir(cwd)
-    info["home"] = root / "home"
-    info["root"] = root
-    try:
-        yield info
-    finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    info["home"] = root / "home"
+    info["root"] = root
+    return info
 
 
 def start_server(store: Path, home: Path, *extra: str, timeout: float = 30.0) -> tuple[subprocess.Popen[str], str]:

@@ -129,8 +129,10 @@ def test_monitoring_drops_runs_and_search(page, server, demo):
 HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 
 
-def test_row_content_is_text_never_markup(browser, demo, tmp_path, write_jsonl, start_server):
+def test_row_content_is_text_never_markup(browser, demo, tmp_path, write_jsonl, start_server, monkeypatch):
     """A row whose content is HTML is shown as its text: no element is made from it, nothing runs."""
+    monkeypatch.setenv("ROWTRAIL_HOME", str(demo["home"]))  # sign with the demo's key
+    monkeypatch.delenv("ROWTRAIL_SIGNING_KEY", raising=False)
     s = rt.init(tmp_path / "hostile")
     s.sources.add("web", kind="crawl", license="CC0-1.0", legal_basis="public-domain")
     s.ingest(write_jsonl([{"id": 1, "text": HOSTILE}]), source="web", key_field="id")
