@@ -34,8 +34,13 @@ def _build(root: Path, n: int) -> Path:
 
     os.environ["ROWTRAIL_HOME"] = str(root / "home")
     os.environ.pop("ROWTRAIL_SIGNING_KEY", None)
-    if (root / "store" / "HEAD.json").exists() or (root / "done").exists():
+    if (root / "done").exists():
         return root / "store"
+    if (root / "store").exists():  # a build that did not finish
+        import shutil
+
+        shutil.rmtree(root / "store")
+        shutil.rmtree(root / "home", ignore_errors=True)
     keygen()
     s = rt.init(root / "store")
     for sid in SOURCES:
