@@ -41,23 +41,26 @@ class Provenance:
         self._light: dict[int, dict[str, Any]] = {}
 
     def light(self, rows: np.ndarray) -> list[dict[str, Any]]:
-        """row_id, source_id, source_key and declared attributes of version records (cheap, bulk)."""
-        from ..ops.trace import read_provenance
+        """row_id, source_id, source_key and declared attributes of version records (read in bulk:
+        one read per segment)."""
+        from ..segments import read_rows_at
 
-        out = []
-        for rec in rows:
-            key = int(rec["seg"]) << 32 | int(rec["row"])
-            hit = self._light.get(key)
-            if hit is None:
-                prov = read_provenance(self.store, int(rec["seg"]), int(rec["row"]))
-                hit = self._light[key] = {
-                    "row_id": prov["row_id"],
+        keys = [int(r["seg"]) << 32 | int(r["row"]) for r in rows]
+        todo = sorted({k for k in keys if k not in self._light})
+        by_seg: dict[int, list[int]] = defaultdict(list)
+        for k in todo:
+            by_seg[k >> 32].append(k & 0xFFFFFFFF)
+        for seg, at in by_seg.items():
+            segment = self.store.state.segments[seg]
+            table = read_rows_at(str(self.store.backend.object_path(segment.provenance)), np.asarray(at, np.int64))
+            for r, prov in zip(at, table.to_pylist()):
+                self._light[seg << 32 | r] = {
+                    "row_id": prov["row_id"].hex() if isinstance(prov["row_id"], bytes) else prov["row_id"],
                     "source_id": prov["source_id"],
                     "source_key": prov.get("source_key"),
                     "attributes": {k[len("attr.") :]: v for k, v in prov.items() if k.startswith("attr.") and v is not None},
                 }
-            out.append(hit)
-        return out
+        return [self._light[k] for k in keys]
 
     def of(self, row_id: str) -> dict[str, Any]:
         hit = self._cache.get(row_id)
@@ -232,14 +235,24 @@ def search_output(
     covered: dict[str, np.ndarray] = {}  # source → output tokens covered by spans found in its rows
     span_hits: list[dict[str, Any]] = []
     all_hits: list[dict[str, Any]] = []
-    for sp in spans[:max_spans]:
-        pat = ids[sp["start"] : sp["end"]]
-        lo, hi = idx.ranges(pat[None, :])
-        lo_i, hi_i = int(lo[0]), int(hi[0])
+    chosen = spans[:max_spans]
+    if chosen:  # every span's suffix-array range in one vectorized search
+        width = max(sp["length"] for sp in chosen)
+        pats = np.full((len(chosen), width), -1, np.int64)
+        for i, sp in enumerate(chosen):
+            pats[i, : sp["length"]] = ids[sp["start"] : sp["end"]]
+        los, his = idx.ranges(pats, np.array([sp["length"] for sp in chosen]))
+    found = []
+    for i, sp in enumerate(chosen):
+        lo_i, hi_i = int(los[i]), int(his[i])
         docs, per_doc = idx.docs_of(lo_i, hi_i)
         if lex_scores is not None and len(docs):
             order = np.lexsort((docs, -lex_scores[docs]))
             docs, per_doc = docs[order], per_doc[order]
+        found.append((sp, lo_i, hi_i, docs, per_doc))
+    if found:
+        prov.light(records[np.concatenate([f[3][:rows_per_span] for f in found])])
+    for sp, lo_i, hi_i, docs, per_doc in found:
         _, src_idx, src_names = store.gather(records[docs], want_sources=True, want_hashes=False)
         for s in np.unique(src_idx).tolist():
             mask = covered.setdefault(src_names[s], np.zeros(len(ids), bool))
@@ -322,6 +335,7 @@ def _similar_hits(
             from .index import top_k
 
             docs, sc = top_k(lex_scores if lex_scores is not None else lex.scores(text), k)
+            prov.light(records[docs])
             out["lexical"] = [
                 prov.hit(records[d], rank=i + 1, score=round(float(s), 4)) for i, (d, s) in enumerate(zip(docs.tolist(), sc.tolist()))
             ]
@@ -333,6 +347,7 @@ def _similar_hits(
             )
         if emb is not None:
             docs, sc = emb.top(text, k)
+            prov.light(records[docs])
             out["embedding"] = [
                 prov.hit(records[d], rank=i + 1, score=round(float(s), 4)) for i, (d, s) in enumerate(zip(docs.tolist(), sc.tolist()))
             ]
