@@ -27,11 +27,13 @@ LANES = ["math", "code", "chat", "poetry"]
 
 
 @pytest.fixture(scope="module")
-def ray_session():
+def ray_session(s3_server, tmp_path_factory):
+    """A local Ray for the module; its workers see the S3 test server's endpoint and keys (as a
+    cluster's workers see their own credentials) and keep their store mirrors in a temporary dir."""
     from rowtrail.engines.ray import ensure_ray
 
     started = not ray.is_initialized()
-    ensure_ray(num_cpus=2)
+    ensure_ray(num_cpus=2, env={**s3_server, "ROWTRAIL_CACHE": str(tmp_path_factory.mktemp("ray-mirrors"))})
     yield ray
     if started:
         ray.shutdown()
@@ -276,3 +278,26 @@ def test_a_step_error_on_a_worker_reaches_the_caller_as_the_same_error(ray_sessi
     with pytest.raises(rt.errors.StepError, match="reads column"):
         apply(remote, [steps.filter("length(no_such_field) > 3")], engine="ray")
     assert remote.state.pipelines.get("main") is None  # nothing staged
+
+
+def test_ray_workers_read_and_write_a_store_on_s3(ray_session, s3_url, rowtrail_home, write_jsonl):
+    """Workers get the store's backend (S3 through fsspec, each with its own local mirror), read
+    segments from it and upload the rows they create; the run equals the local engine's."""
+    s = rt.init(s3_url)
+    for src in ("alpha", "beta"):
+        s.sources.add(src, kind="partner-dump", license="CC-BY-4.0", legal_basis="contract")
+    opts = dict(key_field="id", content_fields=["prompt", "response"], attributes=["lane"])
+    s.ingest(write_jsonl(make_rows(30, "alpha"), "a.jsonl"), source="alpha", **opts)
+    s.ingest(write_jsonl(make_rows(20, "beta", shared=10), "b.jsonl"), source="beta", **opts)
+    pipe = [steps.rewrite(strip_words, name="strip-words", version="1", field="response"), steps.dedupe_exact(on="content_sha256")]
+    runs = []
+    for engine in ("ray", "local"):
+        rep = apply(s, pipe, engine=engine)
+        doc, records = read_run(s, rep.run)
+        for seg in doc["segments"]:
+            seg.pop("seg")  # the second apply numbers its new segments after the first's
+        runs.append((rep.steps, doc["steps"], doc["segments"], records["id"], records["w"]))
+    (steps_r, objs_r, segs_r, ids_r, w_r), (steps_l, objs_l, segs_l, ids_l, w_l) = runs
+    assert steps_r == steps_l and objs_r == objs_l and segs_r == segs_l and segs_r
+    assert np.array_equal(ids_r, ids_l) and np.array_equal(w_r, w_l)
+    assert s.commit("on s3", sign=False).content["row_count"] == len(ids_l)

@@ -70,10 +70,10 @@ def ray_module() -> Any:
     return ray
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, env: dict[str, str] | None = None) -> Any:
     """Connect to Ray: the running instance, the cluster at ``address``, or a new local one with
-    ``num_cpus`` CPUs (workers see this process's ``sys.path``, so a step function importable here
-    is importable there)."""
+    ``num_cpus`` CPUs whose workers see this process's ``sys.path`` (so a step function importable
+    here is importable there) and the extra environment variables ``env``."""
     ray = ray_module()
     if not ray.is_initialized():
         if address:
@@ -85,7 +85,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
                 include_dashboard=False,
                 log_to_driver=False,
                 logging_level="WARNING",
-                runtime_env={"env_vars": {"PYTHONPATH": path}},
+                runtime_env={"env_vars": {"PYTHONPATH": path, **(env or {})}},
             )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -97,15 +97,23 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
 
 
 class StoredPendingSegment:
-    """A pending segment a worker has already written as objects; its tables are read on first use."""
+    """A pending segment a worker has already written as objects; its tables are read on first use
+    (in a worker, from the store opened by ``backend_recipe``)."""
 
     def __init__(self, backend: Any, step_id: str, provenance_object: str, content_object: str, sources: tuple[str, ...], rows: int):
-        self.backend = backend
+        self._backend = backend
+        self.recipe = backend_recipe(backend)
         self.step_id = step_id
         self.objects = (provenance_object, content_object)
         self.sources = tuple(sources)
         self.rows = rows
         self._tables: dict[int, pa.Table] = {}
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            self._backend = open_backend(self.recipe)
+        return self._backend
 
     def _read(self, i: int) -> pa.Table:
         if i not in self._tables:
@@ -121,16 +129,33 @@ class StoredPendingSegment:
         return self._read(1)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_tables": {}}  # ship the digests, not the tables
+        return {**self.__dict__, "_backend": None, "_tables": {}}  # ship the digests and the recipe
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "step_id": self.step_id,
-            "provenance": self.objects[0],
-            "content": self.objects[1],
-            "sources": list(self.sources),
-            "rows": self.rows,
-        }
+
+def backend_recipe(backend: Any) -> tuple[str, str]:
+    """How a worker opens the store's backend: its URL (an object store: credentials and endpoint
+    come from the worker's own environment, as for any boto3/s3fs user; none travel through Ray) or
+    its directory."""
+    url = getattr(backend, "url", None)
+    return ("url", str(url)) if url else ("path", str(backend.root))
+
+
+_BACKENDS: dict[tuple[str, str], Any] = {}
+
+
+def open_backend(recipe: tuple[str, str]) -> Any:
+    """The backend a recipe names, opened once per worker process."""
+    if recipe not in _BACKENDS:
+        kind, where = recipe
+        if kind == "url":
+            from ..backends.objectstore import ObjectStoreBackend
+
+            _BACKENDS[recipe] = ObjectStoreBackend(where)
+        else:
+            from ..backends.local import LocalBackend
+
+            _BACKENDS[recipe] = LocalBackend(where)
+    return _BACKENDS[recipe]
 
 
 class RayEngine(LocalEngine):
@@ -212,7 +237,7 @@ class RayEngine(LocalEngine):
                 "step": step,
                 "plan": plan,
                 "needs": needs,
-                "backend": self.store.backend,
+                "backend": backend_recipe(self.store.backend),
                 "segments": segments,
                 "pending": pending,
             }
@@ -339,8 +364,9 @@ def _run_task(block: pa.Table, ctx: dict[str, Any]) -> pa.Table:
 
     if isinstance(ctx, ray.ObjectRef):
         ctx = ray.get(ctx)
+    backend = open_backend(ctx["backend"])
     engine = LocalEngine.__new__(LocalEngine)
-    LocalEngine.__init__(engine, _WorkerStore(ctx["backend"], ctx["segments"]))  # type: ignore[arg-type]
+    LocalEngine.__init__(engine, _WorkerStore(backend, ctx["segments"]))  # type: ignore[arg-type]
     engine.pending = ctx["pending"]  # type: ignore[assignment]  # index → StoredPendingSegment
     step: Step = ctx["step"]
     needs: frozenset[str] = ctx["needs"]
@@ -376,7 +402,7 @@ def _run_task(block: pa.Table, ctx: dict[str, Any]) -> pa.Table:
             res["new"] = _to_ipc(result.new_rows.select(["row_id", "weight", "parent"]))
             if result.new_rows.num_rows:
                 segment = engine.pending_segment(step, frame, seg, pos, result.new_rows)
-                prov, content = put_pending(ctx["backend"], segment)
+                prov, content = put_pending(backend, segment)
                 res["pending"] = orjson.dumps(
                     {
                         "step_id": segment.step_id,
