@@ -13,6 +13,8 @@ import krippendorff
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import cohen_kappa_score
 
 import rowtrail as rt
@@ -475,3 +477,84 @@ def test_pairs_over_corpus_rows_take_the_rows_origin(tmp_path):
     assert rep["per_source"]["completions"]["via"] == {"source": 2} and rep["per_source"]["human-answers"]["generated_rows"] == 0
     assert {c["output"] for c in rep["chains"] if c["match"] == "item_row"} == {ids["c1"], ids["c2"]}
     assert rep["share"] == 4 / 7
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["", "x", "left", "2026-01-01T00:00:00Z", "1"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["value", "user_id", "rank", "choices", "rating", "selected", "status"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_keys = st.sampled_from(
+    [
+        "item_id",
+        "annotator",
+        "guideline_version",
+        "collected_at",
+        "label",
+        "rating",
+        "chosen",
+        "rejected",
+        "margin",
+        "item",
+        "id",
+        "responses",
+        "fields",
+        "metadata",
+        "data",
+        "annotations",
+        "result",
+        "type",
+        "from_name",
+        "value",
+        "completed_by",
+        "was_cancelled",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    records=st.lists(st.dictionaries(_keys, _json_values, max_size=8), min_size=1, max_size=4),
+    fmt=st.sampled_from(["jsonl", "argilla", "label-studio"]),
+)
+def test_readers_of_untrusted_exports_fail_only_with_file_and_line(tmp_path, records, fmt):
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(records, indent=1) if fmt != "jsonl" else "".join(json.dumps(r) + "\n" for r in records))
+    try:
+        _fmt, out = annotations.read(path, fmt, defaults={"guideline_version": "1", "collected_at": "2026-01-01T00:00:00Z"})
+    except IngestError as exc:
+        assert exc.file == str(path) and isinstance(exc.line, int) and 1 <= exc.line <= path.read_text().count("\n") + 1
+    else:
+        assert all(j.kind in ("label", "rating", "pair") and j.item_id and j.annotator for j in out)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "records"),
+    [
+        (
+            "argilla",
+            [{"id": "r", "responses": {"q": [{"value": [{"value": "a", "rank": "x"}, {"value": "b", "rank": 1}], "user_id": "u"}]}}],
+        ),
+        ("argilla", [{"id": "r", "responses": {"q": 3}}]),
+        ("argilla", [{"id": "r", "responses": {"q": [{"value": 1, "user_id": "u"}]}, "metadata": [1]}]),
+        (
+            "label-studio",
+            [{"id": 1, "data": {}, "annotations": [{"completed_by": 1, "result": [{"type": "choices", "from_name": "c", "value": 3}]}]}],
+        ),
+        ("label-studio", [{"id": 1, "data": {}, "annotations": [{"completed_by": 1, "result": [1]}]}]),
+        ("jsonl", [{"item_id": "i", "annotator": "u", "rating": 1, "collected_at": 1e30}]),
+    ],
+)
+def test_malformed_structures_are_ingest_errors(tmp_path, fmt, records):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(records, indent=1) if fmt != "jsonl" else json.dumps(records[0]) + "\n")
+    with pytest.raises(IngestError) as err:
+        annotations.read(path, fmt, defaults={"guideline_version": "1", "collected_at": "2026-01-01T00:00:00Z"})
+    assert err.value.file == str(path) and err.value.line in (1, 2)

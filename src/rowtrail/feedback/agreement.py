@@ -33,12 +33,18 @@ LEVELS = ("nominal", "ordinal", "interval")
 
 
 def _codes(*columns: Any) -> tuple[list[np.ndarray], np.ndarray]:
-    """Integer codes of the values of several equally typed columns over their sorted union."""
-    arrays = [np.asarray(c, dtype=object) for c in columns]
-    values = np.concatenate(arrays) if arrays else np.empty(0, dtype=object)
-    cats, inverse = np.unique(
-        values.astype(str) if values.size and any(isinstance(v, str) for v in values) else values.astype(float), return_inverse=True
-    )
+    """Integer codes of the values of several equally typed columns over their sorted union
+    (numbers compare as numbers; anything with a string in it compares as text)."""
+    arrays = [np.asarray(c) for c in columns]
+    if all(a.dtype.kind in "iufb" for a in arrays):
+        values = np.concatenate([a.astype(np.float64) for a in arrays]) if arrays else np.empty(0)
+    elif all(a.dtype.kind in "US" for a in arrays):
+        values = np.concatenate(arrays)
+    else:
+        obj = [a.astype(object) for a in arrays]
+        text = any(isinstance(v, str) for a in obj for v in a)
+        values = np.concatenate([a.astype(str) if text else a.astype(np.float64) for a in obj]) if obj else np.empty(0)
+    cats, inverse = np.unique(values, return_inverse=True)
     out, at = [], 0
     for a in arrays:
         out.append(inverse.reshape(-1)[at : at + len(a)])

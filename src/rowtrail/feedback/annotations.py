@@ -239,7 +239,10 @@ def _time(value: Any, path: Path, line: int, name: str = "collected_at") -> str:
     if value is None or value == "":
         raise IngestError(f"no {name}: give an RFC 3339 time per record (or --collected-at for the whole file)", str(path), line, name)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        dt = datetime.fromtimestamp(float(value), tz=UTC)
+        try:
+            dt = datetime.fromtimestamp(float(value), tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise IngestError(f"{name} {value!r} is not a time (seconds since 1970, or RFC 3339)", str(path), line, name) from None
     else:
         try:
             dt = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
@@ -351,7 +354,11 @@ def _value_judgement(value: Any, path: Path, line: int, where: str) -> dict[str,
         return {"rating": float(value)}
     if isinstance(value, str):
         return {"label": value}
-    if isinstance(value, list) and value and all(isinstance(v, dict) and "value" in v for v in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, dict) and "value" in v and (v.get("rank") is None or type(v.get("rank")) in (int, float)) for v in value)
+    ):
         ranked = sorted(value, key=lambda v: (v.get("rank") is None, v.get("rank") or 0))
         if len(ranked) != 2:
             raise IngestError(
@@ -379,9 +386,14 @@ def read_argilla(path: Path, defaults: dict[str, Any], question: str | None) -> 
                 f"the record answers several questions ({', '.join(names)}); choose one with --question", str(path), line, "responses"
             )
         meta = rec.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise IngestError("'metadata' must be an object", str(path), line, "metadata")
         rid = _text(rec.get("id") or rec.get("_server_id"), path, line, "id")
         for name in names:
-            for resp in responses.get(name) or []:
+            answers = responses.get(name) or []
+            if not isinstance(answers, list):
+                raise IngestError(f"the responses to '{name}' must be a list", str(path), line, name)
+            for resp in answers:
                 if not isinstance(resp, dict) or "value" not in resp:
                     raise IngestError(f"a response to '{name}' must be an object with 'value' and 'user_id'", str(path), line, name)
                 if resp.get("status") in ("draft", "discarded"):
@@ -418,6 +430,8 @@ def read_label_studio(path: Path, defaults: dict[str, Any], question: str | None
         if not isinstance(task, dict) or "annotations" not in task or "data" not in task:
             raise IngestError("not a Label Studio task: expected an object with 'data' and 'annotations'", str(path), line)
         data = task.get("data") or {}
+        if not isinstance(data, dict) or not isinstance(task.get("annotations") or [], list):
+            raise IngestError("a task's 'data' must be an object and its 'annotations' a list", str(path), line, "data")
         tid = _text(task.get("id"), path, line, "id")
         for ann in task.get("annotations") or []:
             if not isinstance(ann, dict):
@@ -427,15 +441,20 @@ def read_label_studio(path: Path, defaults: dict[str, Any], question: str | None
             who = ann.get("completed_by")
             if isinstance(who, dict):
                 who = who.get("email") or who.get("id")
-            for res in ann.get("result") or []:
+            results = ann.get("result") or []
+            if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+                raise IngestError("an annotation's 'result' must be a list of objects", str(path), line, "result")
+            for res in results:
                 kind = res.get("type")
                 name = res.get("from_name")
                 if (question and name != question) or kind not in LS_TYPES or LS_TYPES[kind] is None:
                     continue
                 value = res.get("value") or {}
+                if not isinstance(value, dict):
+                    raise IngestError(f"'{name}': 'value' must be an object", str(path), line, name)
                 if kind == "choices":
                     choices = value.get("choices") or []
-                    if len(choices) != 1:
+                    if not isinstance(choices, list) or len(choices) != 1:
                         raise IngestError(f"'{name}': {len(choices)} choices; rowtrail imports single-choice labels", str(path), line, name)
                     fields: dict[str, Any] = {"label": choices[0]}
                 elif kind in ("rating", "number"):
