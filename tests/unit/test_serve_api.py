@@ -94,6 +94,13 @@ def test_rows_pages_read_only_their_chunks_and_match_store_rows(client, store):
         assert page["total"] == len(want)
         got += [r["row_id"] for r in page["rows"]]
     assert got == want
+    want = store.rows("v2", source="docs").column("row_id").to_pylist()
+    got = []
+    for offset in (0, 7, 14, 21, 28, 35):  # pages of one source, in id order, and a page past its end
+        page = client.get("/api/versions/v2/rows", params={"source": "docs", "offset": offset, "limit": 7}).json()
+        assert page["total"] == len(want)
+        got += [r["row_id"] for r in page["rows"]]
+    assert got == want and len(want) < 35
     page = client.get("/api/versions/v2/rows", params={"source": "sft", "limit": 1000}).json()
     assert page["total"] == 25 and {r["source_id"] for r in page["rows"]} == {"sft"}
     assert page["content_columns"] == ["prompt", "response"] and page["rows"][0]["response"].startswith("answer")

@@ -3,8 +3,9 @@ its own and the routes in ``api.py`` stay thin.
 
 Everything is bounded by the page asked for, never by the store's size: a rows page loads only the
 row chunks that hold it (a version's chunk list carries each chunk's count, so an offset finds its
-chunk without reading the others); a filtered page computes the filter mask once per (version,
-source) and keeps it; aggregates (transparency, EU AI Act, monitoring, drops) are DuckDB/Arrow
+chunk without reading the others); a page filtered by source reads chunks in order until it is full
+and remembers each chunk's count of that source (so a page costs what precedes it once, then only
+its own chunks); aggregates (transparency, EU AI Act, monitoring, drops) are DuckDB/Arrow
 group-bys the library already runs, cached per version id (versions are immutable).
 """
 
@@ -139,23 +140,41 @@ def _chunk_page(store: Store, version_id: str, offset: int, limit: int) -> tuple
     return recs[start : start + limit], total
 
 
-_SOURCE_MASKS = Memo(8)
+_SOURCE_COUNTS: dict[tuple[str, str, str], int] = {}  # (store, chunk digest, source) → rows of the source in the chunk
+_SOURCE_COUNTS_MAX = 1 << 20
 
 
 def _source_page(store: Store, version_id: str, source: str, offset: int, limit: int) -> tuple[np.ndarray, int]:
+    """Records ``[offset, offset + limit)`` of one source's rows in a version, in id order: chunks
+    are read in order until the page is full, and each chunk's count of the source's rows is kept
+    (chunks are immutable and shared between versions), so a later page skips the chunks before it
+    unread. The total comes from the version content's per-source counts."""
     from ..ops.remove import rows_of_source
 
     store.sources.get(source)  # an unknown source is a 404, not an empty page
-
-    def positions() -> np.ndarray:
-        recs = store.version_rows(version_id)
-        return np.flatnonzero(rows_of_source(store, recs, source)).astype(np.int64)
-
-    pos = _SOURCE_MASKS.get((str(store.path), version_id, source), positions)
-    page = pos[offset : offset + limit]
-    if not len(page):
-        return store.chunks.load_all([]), len(pos)
-    return store.version_rows(version_id)[page], len(pos)
+    man = store.manifest(version_id)
+    total = int(man["record"]["content"]["per_source"].get(source, [0])[0])
+    parts: list[np.ndarray] = []
+    want, seen = limit, 0
+    for digest, *_ in man["rows"]["chunks"]:
+        if want <= 0 or seen >= offset + limit:
+            break
+        key = (str(store.path), digest, source)
+        count = _SOURCE_COUNTS.get(key)
+        if count is not None and seen + count <= offset:
+            seen += count
+            continue
+        recs = store.chunks.get(digest)
+        mine = recs[rows_of_source(store, recs, source)]
+        if len(_SOURCE_COUNTS) < _SOURCE_COUNTS_MAX:
+            _SOURCE_COUNTS[key] = len(mine)
+        start = max(0, offset - seen)
+        take = mine[start : start + want]
+        if len(take):
+            parts.append(take)
+            want -= len(take)
+        seen += len(mine)
+    return (np.concatenate(parts) if parts else store.chunks.load_all([])), total
 
 
 def rows_page(
