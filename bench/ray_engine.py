@@ -10,7 +10,10 @@ start-up (``ray.init``, once, outside the ratio). The two versions' ``content_id
   of the local worker processes; the bench swaps it in, the library's ``ingest`` does not take an
   engine yet), ``apply(engine="ray")`` on a local Ray with ``--cpus`` CPUs.
 
-    python bench/ray_engine.py [--rows 1000000] [--cpus 2] [--near] [--json]
+    python bench/ray_engine.py [--rows 1000000] [--cpus 2] [--repeat 3] [--near] [--json]
+
+After both, each engine's ``apply`` is timed again ``--repeat`` times, alternating which goes first
+(dry runs: the engine's work without publishing), so the machine's drift hits both alike.
 
 Results are printed and appended to ``bench/out/results.json`` under ``"ray_engine"``.
 """
@@ -22,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -72,7 +76,12 @@ def run_engine(engine: str, files: list[Path], work: Path, near: bool) -> dict:
     s = rt.init(path)
     for k in range(200):
         s.sources.add(f"src-{k:03d}", kind="partner-dump", license="CC-BY-4.0", legal_basis="contract")
-    opts = dict(source_field="source", key_field="id", content_fields=["prompt", "response"], attributes={"teacher": "teacher", "lane": "lane", "score": "score"})
+    opts = dict(
+        source_field="source",
+        key_field="id",
+        content_fields=["prompt", "response"],
+        attributes={"teacher": "teacher", "lane": "lane", "score": "score"},
+    )
     local_parts = ingest_mod.run_parts
     if engine == "ray":
         from rowtrail.engines.ray import run_ingest_parts
@@ -89,7 +98,7 @@ def run_engine(engine: str, files: list[Path], work: Path, near: bool) -> dict:
     rep = apply(s, pipeline(near), engine=engine)
     apply_s = time.perf_counter() - t0
     v = s.commit(f"{engine} engine", sign=False)
-    return {
+    return s, {
         "ingest_seconds": round(ingest_s, 2),
         "apply_seconds": round(apply_s, 2),
         "total_seconds": round(ingest_s + apply_s, 2),
@@ -107,6 +116,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--near", action="store_true", help="add dedupe_near (MinHash LSH) to the pipeline")
+    ap.add_argument("--repeat", type=int, default=3, help="then time each engine's apply again this many times, alternating (dry runs)")
     ap.add_argument("--keep", action="store_true", help="keep the two stores in bench/out/ray-bench")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -114,13 +124,20 @@ def main() -> None:
     work = out / "ray-bench"
     work.mkdir(parents=True, exist_ok=True)
     files = corpus_files(a.rows, out)
-    local = run_engine("local", files, work, a.near)
+    local_store, local = run_engine("local", files, work, a.near)
     from rowtrail.engines.ray import ensure_ray
 
     t0 = time.perf_counter()
     ray = ensure_ray(num_cpus=a.cpus)
     ray_init = time.perf_counter() - t0
-    remote = run_engine("ray", files, work, a.near)
+    ray_store, remote = run_engine("ray", files, work, a.near)
+    # the engines alone, alternating (dry runs: compute, no publish), against the machine's drift
+    runs: dict[str, list[float]] = {"local": [], "ray": []}
+    for r in range(a.repeat):
+        for engine in ("ray", "local") if r % 2 == 0 else ("local", "ray"):
+            t0 = time.perf_counter()
+            apply(local_store if engine == "local" else ray_store, pipeline(a.near), engine=engine, dry_run=True)
+            runs[engine].append(round(time.perf_counter() - t0, 2))
     ray.shutdown()
     result = {
         "bench": "ray_engine",
@@ -136,6 +153,8 @@ def main() -> None:
         "ratio_ingest": round(remote["ingest_seconds"] / local["ingest_seconds"], 2),
         "ratio_apply": round(remote["apply_seconds"] / local["apply_seconds"], 2),
         "ratio_total": round(remote["total_seconds"] / local["total_seconds"], 2),
+        "dry_run_apply_seconds": runs,
+        "ratio_dry_run_apply_median": round(statistics.median(runs["ray"]) / statistics.median(runs["local"]), 2) if a.repeat else None,
         "same_content_id": local["content_id"] == remote["content_id"],
         "same_run": local["run"] == remote["run"],
     }
@@ -153,8 +172,16 @@ def main() -> None:
     for name in ("local", "ray"):
         r = result[name]
         print(f"{name:8} {r['ingest_seconds']:9.2f} {r['apply_seconds']:9.2f} {r['total_seconds']:9.2f}")
-    print(f"ray/local  ingest {result['ratio_ingest']:.2f}×  apply {result['ratio_apply']:.2f}×  total {result['ratio_total']:.2f}×  (ray.init {result['ray_init_seconds']:.1f} s, not in the ratio)")
-    print(f"same content_id: {result['same_content_id']}; same run object: {result['same_run']}; rows {local['rows_in']:,} → {local['rows_out']:,}")
+    print(
+        f"ray/local  ingest {result['ratio_ingest']:.2f}×  apply {result['ratio_apply']:.2f}×  total {result['ratio_total']:.2f}×  (ray.init {result['ray_init_seconds']:.1f} s, not in the ratio)"
+    )
+    if a.repeat:
+        print(
+            f"apply alone, alternating dry runs: local {runs['local']} s, ray {runs['ray']} s → median ratio {result['ratio_dry_run_apply_median']:.2f}×"
+        )
+    print(
+        f"same content_id: {result['same_content_id']}; same run object: {result['same_run']}; rows {local['rows_in']:,} → {local['rows_out']:,}"
+    )
 
 
 if __name__ == "__main__":
