@@ -117,11 +117,11 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--near", action="store_true", help="add dedupe_near (MinHash LSH) to the pipeline")
     ap.add_argument("--repeat", type=int, default=3, help="then time each engine's apply again this many times, alternating (dry runs)")
-    ap.add_argument("--keep", action="store_true", help="keep the two stores in bench/out/ray-bench")
+    ap.add_argument("--keep", action="store_true", help="keep the two stores in bench/out/ray-bench-ROWS")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     out = HERE / "out"
-    work = out / "ray-bench"
+    work = out / f"ray-bench-{a.rows}"
     work.mkdir(parents=True, exist_ok=True)
     files = corpus_files(a.rows, out)
     local_store, local = run_engine("local", files, work, a.near)
