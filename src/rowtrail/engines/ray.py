@@ -8,8 +8,9 @@ row data:
 
 - **row-local steps** (filter, rewrite, reweight, upsample, sample, score): one Ray Data
   ``map_batches`` over the frame's batches — the same batches, cut at the same places, as the local
-  engine's. Each worker opens the segments its batch lives in (Parquet objects of the store, read
-  straight from where the store keeps them), evaluates the step, and returns what the step did:
+  engine's. Each worker opens the store's backend itself (``backend_recipe``: the directory, or the
+  object-store URL with the worker's own credentials and local mirror), reads the segments its batch
+  lives in, evaluates the step, and returns what the step did:
   kept positions and weights, drops, edges and attached columns. Rows a step creates are written by
   the worker as content-addressed Parquet objects (provenance and content), exactly the bytes the
   local engine's publish writes; the driver only records their digests.
@@ -50,7 +51,7 @@ import pyarrow.parquet as pq
 
 from ..errors import RowtrailError, StepError
 from ..steps.base import Step, StepOutput
-from .local import FRAME_DTYPE, PENDING, Frame, LocalEngine, PendingSegment
+from .local import FRAME_DTYPE, PENDING, Frame, LocalEngine
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -439,4 +440,4 @@ _RESULT_SCHEMA = pa.schema(
     ]
 )
 
-__all__ = ["RayEngine", "StoredPendingSegment", "ensure_ray", "PendingSegment"]
+__all__ = ["RayEngine", "StoredPendingSegment", "backend_recipe", "ensure_ray", "open_backend", "run_ingest_parts"]
