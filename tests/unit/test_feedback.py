@@ -118,6 +118,9 @@ def test_only_the_drifting_annotator_is_flagged(world):
     planted = np.datetime64(S.truth["drift_at"].rstrip("Z"))
     assert abs(found - planted) < np.timedelta64(7, "D")  # located within a week of the planted change
     assert task["reference_shift"]["shift"] is False  # the pool's scale did not move
+    before = [p["bias"] for p in dara["timeline"] if p["week"] < "2026-W13"]
+    after = [p["bias"] for p in dara["timeline"] if p["week"] >= "2026-W13"]
+    assert max(before) < 0.3 < min(after)  # week by week, the scale moves up from the planted week
     by_week = analysis.agreement(data.load(store, "v38"), by="week", cfg=analysis.DriftConfig(permutations=0))
     assert [g["group"] for g in by_week["tasks"][0]["groups"]] == [f"2026-W{w:02d}" for w in range(10, 18)]
 
@@ -208,6 +211,10 @@ def test_run_card_answers_the_three_questions(world):
     md = runcard.markdown(card)
     for heading in ("## 1. Annotations included", "## 2. Transformations", "## 3. Expected vs actual"):
         assert heading in md
+    collected = runcard.run_card(store, version="v38", detect=False)
+    b1 = next(b for g in collected["annotations"]["by_guideline"] for b in g["batches"] if b["batch"] == "b1")
+    mat, _ = _reliability([r for r in world["S"].records if r["batch"] == "b1"])
+    assert b1["alpha"]["helpfulness"] == pytest.approx(krippendorff.alpha(reliability_data=mat, level_of_measurement="ordinal"), abs=1e-10)
     declared = runcard.run_card(store, version="v39", expected={"*": {"1": 0.0, "2": 0.2, "3": 0.3, "4": 0.3, "5": 0.2}})
     assert declared["signal"][0]["expected_basis"] == "declared" and declared["signal"][0]["expected"]["2"] == 0.2
     run = record_external(store, "v39", {"model": "model-v39"}, store.rows("v39").column("row_id").to_pylist())

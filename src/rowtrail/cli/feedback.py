@@ -294,6 +294,23 @@ def agreement(
             ["annotator", "judgements", "kappa vs pool", "agreement", "bias", "drift", "by", "change at", "min p"],
             rows,
         )
+        for a in t["annotators"]:
+            if a.get("drift"):
+                render.table(
+                    f"{a['annotator']} over time — {t['task']}",
+                    ["week", "judgements", "agreement with pool", "mean", "bias", "labels"],
+                    [
+                        (
+                            p["week"],
+                            p["judgements"],
+                            _f(p["agreement"]),
+                            _f(p.get("mean")),
+                            _f(p.get("bias")),
+                            ", ".join(f"{k}: {v:.2f}" for k, v in p["labels"].items()),
+                        )
+                        for p in a["timeline"]
+                    ],
+                )
         ref = t.get("reference_shift")
         if ref:
             render.out.print(

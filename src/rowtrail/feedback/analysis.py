@@ -16,7 +16,8 @@ Per annotator, against the **pool** (every other annotator of the same unit): th
 unit is the others' most frequent value (labels, pairs; ties go to the smallest) or the others'
 median rounded down to a value they gave (ratings); ``kappa_vs_pool`` is Cohen's kappa of the
 annotator's values against those, ``agreement`` the share equal to it, and for ratings ``bias`` the
-mean of (rating − the others' mean).
+mean of (rating − the others' mean); ``timeline`` gives the same per ISO week, with the annotator's
+label shares, so a drift can be read off week by week.
 
 **Calibration drift** (``drift``). For each annotator, in time order of their judgements on units
 the pool also rated, two sequences are tested for one change point:
@@ -328,6 +329,7 @@ def annotator_vs_pool(ann: Annotations, numeric: bool) -> dict[str, dict[str, An
     values = ann.value()
     codes, cats = _codes(values)
     pool, others_mean, others = _pool(units, codes, cats, values, numeric)
+    weeks = ann.week().astype(str)
     out = {}
     for who in sorted(set(ann.annotator.astype(str).tolist())):
         mine = np.flatnonzero((ann.annotator.astype(str) == who) & (others > 0))
@@ -340,6 +342,22 @@ def annotator_vs_pool(ann: Annotations, numeric: bool) -> dict[str, dict[str, An
         }
         if numeric:
             row["bias"] = float(np.mean(values[mine].astype(np.float64) - others_mean[mine])) if len(mine) else None
+        # the annotator over time: per ISO week, their label shares, agreement with the pool and bias
+        timeline = []
+        for w in sorted(set(weeks[ann.annotator.astype(str) == who].tolist())):
+            sel = np.flatnonzero((ann.annotator.astype(str) == who) & (weeks == w))
+            pooled = sel[others[sel] > 0]
+            point: dict[str, Any] = {
+                "week": w,
+                "judgements": int(len(sel)),
+                "labels": _shares(codes[sel], cats),
+                "agreement": float((codes[pooled] == pool[pooled]).mean()) if len(pooled) else None,
+            }
+            if numeric:
+                point["mean"] = float(values[sel].astype(np.float64).mean())
+                point["bias"] = float(np.mean(values[pooled].astype(np.float64) - others_mean[pooled])) if len(pooled) else None
+            timeline.append(point)
+        row["timeline"] = timeline
         out[who] = row
     return out
 

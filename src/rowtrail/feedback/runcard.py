@@ -59,6 +59,7 @@ def run_card(
     guides = guidelines.registered(store)
     agreement = analysis.agreement(ann, by="guideline") if len(ann) else {"tasks": []}
     alpha_by = {(t["task"], g["group"]): g["alpha"] for t in agreement["tasks"] for g in t["groups"]}
+    levels = {t["task"]: t["level"] for t in agreement["tasks"]}
     included = []
     for g in sorted({str(x) for x in ann.guideline}, key=lambda s: (len(s), s)):
         sel = ann.guideline.astype(str) == g
@@ -74,6 +75,7 @@ def run_card(
                     "weight": float(ann.weight[bs].sum()),
                     "collected": [str(times.min().astype("datetime64[s]")) + "Z", str(times.max().astype("datetime64[s]")) + "Z"],
                     "sources": sorted({str(x) for x in ann.source_id[bs]}),
+                    "alpha": _alphas(ann.take(bs), levels),
                 }
             )
         gl = guides.get(g)
@@ -176,6 +178,17 @@ def run_card(
     return out
 
 
+def _alphas(ann: Any, levels: dict[str, str]) -> dict[str, float | None]:
+    """Krippendorff's alpha of a set of judgements, per task."""
+    from .analysis import figures
+
+    out = {}
+    for t in sorted({str(x) for x in ann.task}):
+        sub = ann.take(ann.task.astype(str) == t)
+        out[t] = figures(sub.unit(), sub.annotator.astype(str), sub.value(), levels.get(t, "nominal"))["alpha"]
+    return out
+
+
 def _fmt(x: Any, digits: int = 3) -> str:
     if x is None:
         return "–"
@@ -207,14 +220,16 @@ def markdown(card: dict[str, Any]) -> str:
     else:
         lines += [f"{a['judgements']} judgements (total weight {_fmt(a['weight'])}).", ""]
         lines += [
-            "| guideline | text sha256 | batch | judgements | annotators | weight | collected | alpha |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| guideline | text sha256 | batch | judgements | annotators | weight | collected | alpha (batch) | alpha (guideline) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for g in a["by_guideline"]:
             alpha = ", ".join(f"{t}: {_fmt(x)}" for t, x in g["alpha"].items())
             for b in g["batches"]:
+                batch_alpha = ", ".join(f"{t}: {_fmt(x)}" for t, x in b["alpha"].items())
                 lines.append(
-                    f"| v{g['guideline']} | `{(g['guideline_sha256'] or '?')[:12]}` | {b['batch']} | {b['judgements']} | {b['annotators']} | {_fmt(b['weight'])} | {b['collected'][0][:10]} – {b['collected'][1][:10]} | {alpha} |"
+                    f"| v{g['guideline']} | `{(g['guideline_sha256'] or '?')[:12]}` | {b['batch']} | {b['judgements']} | {b['annotators']} | {_fmt(b['weight'])} "
+                    f"| {b['collected'][0][:10]} – {b['collected'][1][:10]} | {batch_alpha} | {alpha} |"
                 )
         lines.append("")
         lines.append("Annotators flagged for calibration drift: " + (", ".join(f"`{x}`" for x in a["drifting_annotators"]) or "none") + ".")
