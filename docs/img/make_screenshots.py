@@ -80,7 +80,7 @@ def main(out: Path = HERE) -> list[Path]:
             rows = page.evaluate("fetch('/api/versions/v39/rows?source=mbpp-plus&limit=1').then(r => r.json())")["rows"]
             page.goto(url + "#/output-search?version=v39")
             page.wait_for_selector("body[data-ready]")
-            page.fill("#output-text", "Sure! " + rows[0]["response"][:160] + " Hope this helps.")
+            page.fill("#output-text", "Sure! " + rows[0]["content"]["response"][:160] + " Hope this helps.")
             page.click("#output-go")
             page.wait_for_selector("#spans-table a.row-link")
             shot("output-search", full=True)

@@ -163,7 +163,7 @@ def test_agreement_over_time_and_output_search(page, server, demo):
     rows = httpx.get(server + "api/versions/v39/rows", params={"source": "mbpp-plus", "limit": 1}).json()["rows"]
     ready(page, "#/output-search?version=v39", server)
     assert "spans" in page.locator("main").inner_text()
-    page.fill("#output-text", "Sure! " + rows[0]["response"][:160] + " Hope this helps.")
+    page.fill("#output-text", "Sure! " + rows[0]["content"]["response"][:160] + " Hope this helps.")
     page.click("#output-go")
     page.wait_for_selector("#spans-table a.row-link")
     assert page.locator("#spans-table a.row-link").first.inner_text() == rows[0]["row_id"][:16]

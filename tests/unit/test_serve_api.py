@@ -103,7 +103,7 @@ def test_rows_pages_read_only_their_chunks_and_match_store_rows(client, store):
     assert got == want and len(want) < 35
     page = client.get("/api/versions/v2/rows", params={"source": "sft", "limit": 1000}).json()
     assert page["total"] == 25 and {r["source_id"] for r in page["rows"]} == {"sft"}
-    assert page["content_columns"] == ["prompt", "response"] and page["rows"][0]["response"].startswith("answer")
+    assert page["content_columns"] == ["prompt", "response"] and page["rows"][0]["content"]["response"].startswith("answer")
     for bad in ({"limit": 1001}, {"limit": 0}, {"offset": -1}, {"source": "a b"}):
         r = client.get("/api/versions/v2/rows", params=bad)
         assert r.status_code == 422 and r.json()["message"], bad

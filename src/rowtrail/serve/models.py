@@ -114,9 +114,9 @@ class RowsPage(BaseModel):
     offset: int
     limit: int
     total: int
-    content_columns: list[str]
-    columns: list[str]
-    rows: list[dict[str, Any]]
+    content_columns: list[str] = Field(description="content fields seen on this page")
+    columns: list[str] = Field(description="provenance columns seen on this page (and weight)")
+    rows: list[dict[str, Any]] = Field(description="provenance columns, weight, and content (an object; null when purged)")
 
 
 class RowTrace(BaseModel):

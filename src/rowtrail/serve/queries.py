@@ -180,34 +180,53 @@ def _source_page(store: Store, version_id: str, source: str, offset: int, limit:
 def rows_page(
     store: Store, ref: str, *, source: str | None = None, offset: int = 0, limit: int = 50, corpus: str = "main"
 ) -> dict[str, Any]:
-    """One page of a version's rows (content and provenance), in row-id order, with the total."""
-    from ..query.rows import Selection
-
+    """One page of a version's rows in row-id order, with the total: each row's provenance columns
+    (as stored: ``row_id``, ``source_id``, ``source_key``, …, ``attr.<name>``), its ``weight`` in the
+    version and its ``content`` (the content fields as an object; null when a purge erased it)."""
     limit = max(0, min(int(limit), MAX_PAGE))
     info = store.state.resolve(ref, corpus)
     if source is None:
         recs, total = _chunk_page(store, info.version_id, offset, limit)
     else:
         recs, total = _source_page(store, info.version_id, source, offset, limit)
-    out: dict[str, Any] = {
+    rows = _read_records(store, recs)
+    content_columns: dict[str, None] = {}
+    columns: dict[str, None] = {}
+    for r in rows:
+        columns.update(dict.fromkeys(k for k in r if k != "content"))
+        content_columns.update(dict.fromkeys(r["content"] or {}))
+    return {
         "version_id": info.version_id,
         "tag": info.tag,
         "source": source,
         "offset": offset,
         "limit": limit,
         "total": total,
-        "content_columns": [],
-        "columns": [],
-        "rows": [],
+        "content_columns": list(content_columns),
+        "columns": list(columns),
+        "rows": rows,
     }
+
+
+def _read_records(store: Store, recs: np.ndarray) -> list[dict[str, Any]]:
+    """Provenance, weight and content of version records, in their order: one read per segment
+    file of only the row groups that hold them."""
+    import orjson
+
+    from ..segments import read_rows_at
+
+    out: list[dict[str, Any]] = [{} for _ in range(len(recs))]
     if not len(recs):
         return out
-    stream = Selection(store, info, recs, source).batches(batch_rows=len(recs))
-    table = next(iter(stream))
-    stream.close()
-    out["content_columns"] = list(stream.content)
-    out["columns"] = table.column_names
-    out["rows"] = [plain(r) for r in table.to_pylist()]
+    segs = recs["seg"].astype(np.int64)
+    for seg in np.unique(segs).tolist():
+        pos = np.flatnonzero(segs == seg)
+        at = recs["row"][pos].astype(np.int64)
+        segment = store.state.segments[seg]
+        prov = read_rows_at(str(store.backend.object_path(segment.provenance)), at).to_pylist()
+        texts = read_rows_at(str(store.backend.object_path(segment.content)), at, columns=["content"]).column("content").to_pylist()
+        for k, p, text, w in zip(pos.tolist(), prov, texts, recs["w"][pos].tolist()):
+            out[k] = {**plain(p), "weight": float(w), "content": orjson.loads(text) if text is not None else None}
     return out
 
 

@@ -256,7 +256,7 @@
     const go = (o, src) => { const p = new URLSearchParams(); if (src) p.set("source", src); if (o) p.set("offset", o); location.hash = `#/rows/${enc(ref)}` + (p.toString() ? "?" + p : ""); };
     const pick = h("select", { id: "rows-source", on: { change: (ev) => go(0, ev.target.value) } }, h("option", { value: "" }, "all sources"), sources.map((x) => h("option", { value: x.source_id, selected: x.source_id === source }, x.source_id)));
     const cols = [{ key: "row_id", render: (r) => rowLink(r.row_id) }, { key: "source_id" }, { key: "source_key", clip: true }]
-      .concat(page.content_columns.map((c) => ({ key: c, clip: true, render: (r) => textOf(r[c]) })))
+      .concat(page.content_columns.map((c) => ({ key: c, clip: true, render: (r) => (r.content ? textOf(r.content[c]) : "(erased)") })))
       .concat([{ key: "weight", num: true }]);
     render(h("h1", {}, `Rows of ${page.tag || short(page.version_id)}` + (source ? ` from ${source}` : "")),
       h("div", { class: "toolbar" }, h("label", {}, "source ", pick)),
