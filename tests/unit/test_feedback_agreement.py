@@ -24,6 +24,18 @@ def test_cohen_matches_sklearn(weights):
         assert cohen_kappa(a, b, weights=weights) == pytest.approx(cohen_kappa_score(a, b, weights=weights), abs=1e-12)
 
 
+def test_cohen_with_a_fixed_label_set_matches_sklearn():
+    # neither rater uses 2: with the label set fixed, 1 and 3 are two steps apart, as in sklearn
+    a, b = [1, 3, 3, 4, 1, 4, 3], [1, 3, 4, 4, 3, 4, 1]
+    for w in (None, "linear", "quadratic"):
+        assert cohen_kappa(a, b, weights=w, labels=[1, 2, 3, 4]) == pytest.approx(
+            cohen_kappa_score(a, b, weights=w, labels=[1, 2, 3, 4]), abs=1e-12
+        )
+    assert cohen_kappa(a, b, weights="quadratic", labels=[1, 2, 3, 4]) != pytest.approx(cohen_kappa(a, b, weights="quadratic"))
+    with pytest.raises(ValueError):
+        cohen_kappa([1, 5], [1, 1], labels=[1, 2])
+
+
 def test_cohen_string_labels_and_edge_cases():
     a = ["good", "bad", "good", "good", "bad", "meh"]
     b = ["good", "bad", "bad", "good", "bad", "good"]

@@ -52,13 +52,22 @@ def _codes(*columns: Any) -> tuple[list[np.ndarray], np.ndarray]:
     return out, cats
 
 
-def cohen_kappa(a: Any, b: Any, *, weights: str | None = None) -> float:
-    """Cohen's kappa of two raters' labels for the same items (aligned sequences)."""
+def cohen_kappa(a: Any, b: Any, *, weights: str | None = None, labels: Any = None) -> float:
+    """Cohen's kappa of two raters' labels for the same items (aligned sequences). ``labels`` fixes
+    the ordered label set (as scikit-learn's ``labels``), so that weighted distances count labels
+    neither rater used; by default it is the labels they used, sorted."""
     if len(a) != len(b):
         raise ValueError(f"the two raters label {len(a)} and {len(b)} items; align them on common items first")
     if len(a) == 0:
         return float("nan")
-    (ca, cb), cats = _codes(a, b)
+    if labels is not None:
+        cats = np.asarray(labels)
+        order = np.argsort(cats, kind="stable")
+        ca, cb = (order[np.minimum(np.searchsorted(cats[order], np.asarray(x)), len(cats) - 1)] for x in (a, b))
+        if not (np.array_equal(cats[ca], np.asarray(a)) and np.array_equal(cats[cb], np.asarray(b))):
+            raise ValueError("a label is not in labels")
+    else:
+        (ca, cb), cats = _codes(a, b)
     k = len(cats)
     conf = np.bincount(ca * k + cb, minlength=k * k).reshape(k, k).astype(np.float64)
     expected = np.outer(conf.sum(1), conf.sum(0)) / conf.sum()

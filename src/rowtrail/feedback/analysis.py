@@ -111,13 +111,14 @@ def figures(units: np.ndarray, raters: np.ndarray, values: np.ndarray, level: st
         fleiss = None if np.isnan(f) else float(f)
     kappas = []
     weights = "quadratic" if level != "nominal" else None
-    for i in range(nr):
-        for j in range(i + 1, nr):
-            common = ~np.isnan(mat[i]) & ~np.isnan(mat[j])
-            if common.sum() >= MIN_COMMON:
-                k = cohen_kappa(mat[i, common].astype(np.int64), mat[j, common].astype(np.int64), weights=weights)
-                if not np.isnan(k):
-                    kappas.append(k)
+    present = ~np.isnan(mat)
+    shared = present.astype(np.float64) @ present.T.astype(np.float64)  # units each pair of annotators shares
+    every = np.arange(len(vcats))
+    for i, j in zip(*np.nonzero(np.triu(shared >= MIN_COMMON, 1))):
+        common = present[i] & present[j]
+        k = cohen_kappa(mat[i, common].astype(np.int64), mat[j, common].astype(np.int64), weights=weights, labels=every)
+        if not np.isnan(k):
+            kappas.append(k)
     return {
         **out,
         "units": int(nu),
@@ -333,7 +334,11 @@ def annotator_vs_pool(ann: Annotations, numeric: bool) -> dict[str, dict[str, An
     out = {}
     for who in sorted(set(ann.annotator.astype(str).tolist())):
         mine = np.flatnonzero((ann.annotator.astype(str) == who) & (others > 0))
-        k = cohen_kappa(codes[mine], pool[mine], weights="quadratic" if numeric else None) if len(mine) else float("nan")
+        k = (
+            cohen_kappa(codes[mine], pool[mine], weights="quadratic" if numeric else None, labels=np.arange(len(cats)))
+            if len(mine)
+            else float("nan")
+        )
         row: dict[str, Any] = {
             "judgements": int((ann.annotator.astype(str) == who).sum()),
             "with_pool": int(len(mine)),
