@@ -232,6 +232,8 @@ class Store:
             info = self.state.versions[version_id]
             hit = orjson.loads(self.backend.read_bytes(info.manifest))
             self._manifests[version_id] = hit
+            # a committed manifest's chunks are in the store: an object store need not upload them again
+            self.backend.note_present(c[0] for part in ("rows", "inputs", "contents") for c in hit.get(part, {}).get("chunks", []))
         return hit
 
     def version_rows(self, version_id: str) -> np.ndarray:

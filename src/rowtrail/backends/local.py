@@ -128,6 +128,9 @@ class LocalBackend:
     def prefetch(self, digests: Iterable[str]) -> None:
         """Objects about to be read (a no-op here: they are local files already)."""
 
+    def note_present(self, digests: Iterable[str]) -> None:
+        """Objects a committed entry names, hence in the store (a no-op here: put_bytes looks)."""
+
     def hash_object(self, digest: str) -> str:
         """SHA-256 of the object's bytes as the store holds them now."""
         return file_sha256(self.object_path(digest))

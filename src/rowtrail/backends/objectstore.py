@@ -239,6 +239,11 @@ class ObjectStoreBackend:
                     self._known_remote.add(d)
                 # anything else is fetched (and its error reported) by object_path when read
 
+    def note_present(self, digests: Iterable[str]) -> None:
+        """Objects a committed entry or manifest names: the store has them (they were uploaded before
+        it was published), so ``put_bytes`` skips them (a commit uploads only the chunks that changed)."""
+        self._known_remote.update(digests)
+
     def has_object(self, digest: str) -> bool:
         if digest in self._known_remote:
             return True
