@@ -79,11 +79,16 @@ def guideline_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @guideline_app.command("show")
-def guideline_show(version: str = typer.Argument(...)) -> None:
+def guideline_show(version: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
     """Print a registered guideline's text."""
-    from ..feedback.guidelines import text
+    from ..feedback.guidelines import get, text
 
-    render.out.print(text(_store(), version), markup=False, end="")
+    store = _store()
+    body = text(store, version)
+    if as_json:
+        render.print_json({**get(store, version).to_dict(), "text": body})
+    else:
+        sys.stdout.write(body)
 
 
 @guideline_app.command("diff")
