@@ -159,6 +159,8 @@ def test_agreement_over_time_and_output_search(page, server, demo):
     assert page.locator("#agreement-chart polyline.series").count() >= 2
     drifting = page.locator("#annotators-table tbody tr", has=page.locator(".badge.bad"))
     assert drifting.count() == 1 and demo["drifter"] in drifting.inner_text()
+    assert page.locator("#annotator-chart polyline.series").count() == 6  # one line per annotator, week by week
+    assert page.locator("#annotator-chart text", has_text=f"{demo['drifter']} (drift)").count() == 1
 
     rows = httpx.get(server + "api/versions/v39/rows", params={"source": "mbpp-plus", "limit": 1}).json()["rows"]
     ready(page, "#/output-search?version=v39", server)

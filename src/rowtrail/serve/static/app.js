@@ -551,6 +551,12 @@
         table([{ key: "annotator" }, { key: "judgements", num: true }, { key: "kappa_vs_pool", num: true }, { key: "agreement", num: true }, { key: "bias", num: true },
           { key: "drift", render: (a) => (a.drift ? h("span", { class: "badge bad" }, "drift since " + String(a.change_at || "").slice(0, 10)) : h("span", { class: "badge ok" }, "stable")) },
           { key: "before → after", render: (a) => { const x = a.tests && a.tests.agreement; return x ? `${fmt(x.before)} → ${fmt(x.after)} (p ${fmt(x.p)})` : ""; } }], t.annotators, { id: "annotators-table" }));
+      const withTimeline = t.annotators.filter((a) => Array.isArray(a.timeline) && a.timeline.length);
+      if (withTimeline.length) {
+        const weeks = [...new Set(withTimeline.flatMap((a) => a.timeline.map((p) => p.week)))].sort();
+        parts.push(h("h2", {}, "Each annotator's agreement with the pool, week by week"),
+          h("div", { class: "chart card" }, lineChart(weeks, withTimeline.map((a) => [a.annotator + (a.drift ? " (drift)" : ""), weeks.map((w) => { const p = a.timeline.find((x) => x.week === w); return p ? p.agreement : null; })]), "annotator-chart")));
+      }
       if (t.reference_shift) parts.push(h("p", { class: "muted" }, `Pool label shift: ${t.reference_shift.shift ? "yes" : "no"} (total variation ${fmt(t.reference_shift.total_variation)}, p ${fmt(t.reference_shift.p)})`));
     }
     render(parts);
@@ -569,9 +575,9 @@
     labels.forEach((l, i) => svg.appendChild(s("text", { x: x(i), y: top + ch + 16, "text-anchor": "middle", "font-size": 10 }, String(l).length > 10 ? String(l).slice(0, 9) + "…" : l)));
     series.forEach(([name, v], j) => {
       const pts = v.map((val, i) => (typeof val === "number" ? `${x(i)},${y(val)}` : null)).filter(Boolean);
-      if (pts.length) svg.appendChild(s("polyline", { points: pts.join(" "), fill: "none", stroke: PALETTE[j], "stroke-width": 2, class: "series" }));
-      v.forEach((val, i) => { if (typeof val === "number") svg.appendChild(s("circle", { cx: x(i), cy: y(val), r: 3, fill: PALETTE[j] }, s("title", {}, `${name} ${labels[i]}: ${fmt(val)}`))); });
-      svg.appendChild(s("rect", { x: W + 14, y: top + j * 18, width: 11, height: 11, fill: PALETTE[j] }));
+      if (pts.length) svg.appendChild(s("polyline", { points: pts.join(" "), fill: "none", stroke: PALETTE[j % PALETTE.length], "stroke-width": 2, class: "series" }));
+      v.forEach((val, i) => { if (typeof val === "number") svg.appendChild(s("circle", { cx: x(i), cy: y(val), r: 3, fill: PALETTE[j % PALETTE.length] }, s("title", {}, `${name} ${labels[i]}: ${fmt(val)}`))); });
+      svg.appendChild(s("rect", { x: W + 14, y: top + j * 18, width: 11, height: 11, fill: PALETTE[j % PALETTE.length] }));
       svg.appendChild(s("text", { x: W + 30, y: top + j * 18 + 10, "font-size": 11 }, name));
     });
     return svg;
