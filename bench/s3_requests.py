@@ -2,7 +2,8 @@
 
 Starts moto's S3 server on loopback, counts every request it serves (by verb and by what it touches:
 journal entries, objects, other), and runs one session of commands: init, source add, an ingest of N
-rows, a commit, a small second ingest and commit, then a fresh reader (empty mirror) opening the
+rows, a commit, a 1,000-row ingest and commit, a 3-row ingest and commit (most chunks shared with the
+parent), then a fresh reader (empty mirror) opening the
 store, listing the log and reading the rows, a warm reader doing the same, and verify. The same
 commands on a local store give the baseline seconds.
 
@@ -64,7 +65,12 @@ class Counter(logging.Handler):
 
 def rows(n: int, prefix: str) -> pa.Table:
     ids = pa.array(np.arange(n, dtype=np.int64))
-    return pa.table({"id": pc.binary_join_element_wise(prefix, pc.cast(ids, pa.string()), ""), "text": pc.binary_join_element_wise("row text ", pc.cast(ids, pa.string()), " of the benchmark", "")})
+    return pa.table(
+        {
+            "id": pc.binary_join_element_wise(prefix, pc.cast(ids, pa.string()), ""),
+            "text": pc.binary_join_element_wise("row text ", pc.cast(ids, pa.string()), " of the benchmark", ""),
+        }
+    )
 
 
 def session(where: str, n: int, counter: Counter | None, cache: Path | None) -> list[tuple[str, float, dict[str, int]]]:
@@ -93,6 +99,8 @@ def session(where: str, n: int, counter: Counter | None, cache: Path | None) -> 
     step("commit (signed)", lambda: s.commit("one", tag="v1"))
     step("ingest 1,000 rows", lambda: s.ingest(small, source="alpha", key_field="id"))
     step("commit (signed)", lambda: s.commit("two", tag="v2"))
+    step("ingest 3 rows", lambda: s.ingest(rows(3, "few"), source="alpha", key_field="id"))
+    step("commit (signed; most chunks shared)", lambda: s.commit("three", tag="v3"))
 
     def reader(mirror: Path | None):  # noqa: ANN202
         if mirror is None:
