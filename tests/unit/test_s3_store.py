@@ -459,3 +459,54 @@ def test_purge_erases_the_bytes_on_s3_and_in_other_mirrors(s3: Any, s3_url: str,
     b.backend._refresh(force=True)  # machine b reads the purge entry …
     assert not any(p.exists() for p in mirrored)  # … and drops its copy of the erased bytes
     assert b.verify().ok
+
+
+def test_errors_name_the_bucket_and_the_fix(s3_url: str, rowtrail_home: Path) -> None:
+    with pytest.raises(rt.StoreError, match=r"no bucket 'no-such-bucket-rt'; create it first"):
+        rt.init("s3://no-such-bucket-rt/store")
+    with pytest.raises(rt.StoreNotFoundError, match="rowtrail init"):
+        rt.open("s3://no-such-bucket-rt/store")
+    with pytest.raises(rt.StoreError, match="cannot reach .* check AWS_ENDPOINT_URL"):
+        rt.open(s3_url, storage_options={"endpoint_url": "http://127.0.0.1:9", "config_kwargs": {"retries": {"max_attempts": 1}}})
+
+
+RANDOM_KILL = textwrap.dedent(
+    """
+    import sys
+    import pyarrow as pa
+    import rowtrail as rt
+
+    url, base = sys.argv[1], int(sys.argv[2])
+    store = rt.open(url)
+    print("ready", flush=True)
+    store.ingest(pa.table({"id": [f"r{base}-{i}" for i in range(20000)], "text": [f"row {base} {i}" for i in range(20000)]}), source="alpha", key_field="id")
+    store.commit(f"round {base}", sign=False)
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_writers_killed_at_random_moments_leave_the_store_as_before_or_after(
+    s3_url: str, s3_env: dict[str, str], rowtrail_home: Path, tmp_path: Path
+) -> None:
+    import random
+    import time
+
+    small_store(s3_url)
+    script = tmp_path / "random_kill.py"
+    script.write_text(RANDOM_KILL)
+    rng = random.Random(7)
+    for round_ in range(8):
+        before = [v.id for v in rt.open(s3_url).log()]
+        env = dict(os.environ, ROWTRAIL_CACHE=str(tmp_path / f"killed-{round_}"))
+        p = subprocess.Popen([PY, str(script), s3_url, str(round_)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        assert p.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+        time.sleep(rng.uniform(0.0, 3.0))
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=60)
+        store = rt.open(s3_url)
+        after = [v.id for v in store.log()]
+        assert after == before or after[1:] == before  # no version, or exactly the one it was committing
+        rep = store.verify(allow_unsigned=True)
+        assert rep.ok, rep.problems

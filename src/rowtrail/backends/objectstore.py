@@ -50,7 +50,10 @@ JOURNAL_DIR = "journal"
 SEQ_DIGITS = 20
 # Seconds a reader trusts its last look at the journal tip before listing again. Writes always look
 # again (and the conditional put is what keeps them safe); this only bounds how stale a read can be.
-HEAD_TTL = float(os.environ.get("ROWTRAIL_HEAD_TTL", "1.0"))
+try:
+    HEAD_TTL = max(0.0, float(os.environ.get("ROWTRAIL_HEAD_TTL", "1.0")))
+except ValueError:  # a bad setting must not break 'import rowtrail'; the default stands
+    HEAD_TTL = 1.0
 # Protocols whose fsspec implementation turns ``pipe_file(mode="create")`` into one atomic
 # create-if-absent request (s3fs: PutObject with If-None-Match: *).
 ATOMIC_CREATE = frozenset({"s3", "s3a"})
@@ -166,15 +169,26 @@ class ObjectStoreBackend:
     def exists(self) -> bool:
         try:
             return bool(self.fs.exists(self._key("rowtrail.toml")))
-        except OSError as exc:
-            raise StoreError(f"cannot reach {self.url}: {exc}; check AWS_ENDPOINT_URL and the credentials") from None
+        except Exception as exc:  # botocore's connection and credential errors are not OSErrors
+            raise StoreError(
+                f"cannot reach {self.url} ({type(exc).__name__}: {exc}); check AWS_ENDPOINT_URL, the credentials "
+                "(AWS_ACCESS_KEY_ID / AWS_PROFILE) and the network"
+            ) from None
 
     def create(self, config_text: str) -> None:
-        self._require_atomic_create()
+        try:
+            self._require_atomic_create()
+            self.fs.pipe_file(self._key("rowtrail.toml"), config_text.encode())
+        except FileNotFoundError:
+            bucket = self.base.split("/")[0]
+            raise StoreError(
+                f"cannot create a store at {self.url}: no bucket '{bucket}'; create it first (e.g. 'aws s3 mb s3://{bucket}')"
+            ) from None
+        except PermissionError as exc:
+            raise StoreError(f"cannot create a store at {self.url}: access denied ({exc}); check the credentials") from None
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / OBJECT_DIR).mkdir(parents=True, exist_ok=True)
         self.mirror.tmp_dir.mkdir(exist_ok=True)
-        self.fs.pipe_file(self._key("rowtrail.toml"), config_text.encode())
 
     def _ensure_mirror(self) -> None:
         if not (self.root / OBJECT_DIR).is_dir():
