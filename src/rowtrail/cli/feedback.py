@@ -143,19 +143,21 @@ def annotations_import(
     """Import annotations as rows (staged until 'rowtrail commit')."""
     from ..feedback.annotations import import_annotations
 
-    rep = import_annotations(
-        _store(),
-        file,
-        source=source,
-        fmt=fmt,
-        batch=batch,
-        guideline_version=guideline_version,
-        collected_at=collected_at,
-        question=question,
-        pseudonymize=pseudonymize or key_file is not None,
-        key_file=key_file,
-        corpus=corpus,
-    )
+    with render.progress("import", not as_json) as bar:
+        rep = import_annotations(
+            _store(),
+            file,
+            source=source,
+            fmt=fmt,
+            batch=batch,
+            guideline_version=guideline_version,
+            collected_at=collected_at,
+            question=question,
+            pseudonymize=pseudonymize or key_file is not None,
+            key_file=key_file,
+            corpus=corpus,
+            progress=bar,
+        )
     if as_json:
         render.print_json(rep.to_dict())
         return

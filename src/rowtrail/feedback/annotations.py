@@ -533,6 +533,7 @@ def import_annotations(
     pseudonymize: bool = False,
     key_file: str | os.PathLike[str] | None = None,
     corpus: str = "main",
+    progress: Any = None,
 ) -> ImportReport:
     """Import an annotation export as rows of ``source`` (staged until commit)."""
     from .guidelines import registered
@@ -579,7 +580,15 @@ def import_annotations(
                 "annotator",
             )
         seen[k] = line
-    rep = store.ingest(table, source=source, key_field="annotation_id", content_fields=list(CONTENT), attributes=ATTRIBUTES, corpus=corpus)
+    rep = store.ingest(
+        table,
+        source=source,
+        key_field="annotation_id",
+        content_fields=list(CONTENT),
+        attributes=ATTRIBUTES,
+        corpus=corpus,
+        progress=progress,
+    )
     digest = hashlib.sha256(p.read_bytes()).hexdigest()
     batches = sorted({j.batch for j in judgements if j.batch})
     versions = sorted({j.guideline_version for j in judgements})
