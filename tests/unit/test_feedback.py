@@ -208,6 +208,7 @@ def test_run_card_answers_the_three_questions(world):
     assert all(len(s["step_id"]) == 64 and len(s["code"]) == 64 for s in card["transformations"]["pipeline"])
     (sig,) = card["signal"]
     assert sig["expected_basis"] == "collected" and sig["actual"]["1"] == 0 and sig["max_change_value"] == "1"
+    assert sig["verdict"] == "major shift" and sig["psi"] > 0.25  # the filter removed every rating of 1
     md = runcard.markdown(card)
     for heading in ("## 1. Annotations included", "## 2. Transformations", "## 3. Expected vs actual"):
         assert heading in md

@@ -262,7 +262,8 @@ def markdown(card: dict[str, Any]) -> str:
             lines.append(f"| {k} | {_fmt(e)} | {_fmt(x)} | {x - e:+.3f} |")
         lines += [
             "",
-            f"Drift: psi {_fmt(s.get('psi'), 4)}, KL {_fmt(s.get('kl'), 4)}, largest share change {_fmt(s.get('max_change'))} (value {s.get('max_change_value')}).",
+            f"Does the data match? **{s.get('verdict') or '–'}** (psi {_fmt(s.get('psi'), 4)}: below 0.1 matches, 0.1–0.25 moderate, above 0.25 major shift); "
+            f"KL {_fmt(s.get('kl'), 4)}, largest share change {_fmt(s.get('max_change'))} (value {s.get('max_change_value')}).",
             "",
         ]
         if len(s["per_guideline"]) > 1:

@@ -153,4 +153,18 @@ def expected_vs_actual(actual: dict[str, float], expected: dict[str, float]) -> 
         before_weights=np.array([expected.get(k, 0.0) for k in keys]),
         after_weights=np.array([actual.get(k, 0.0) for k in keys]),
     )
-    return {"expected": {k: expected.get(k, 0.0) for k in keys}, "actual": {k: actual.get(k, 0.0) for k in keys}, **_brief(d)}
+    out = {"expected": {k: expected.get(k, 0.0) for k in keys}, "actual": {k: actual.get(k, 0.0) for k in keys}, **_brief(d)}
+    out["verdict"] = verdict(out.get("psi"))
+    return out
+
+
+PSI_MODERATE = 0.1
+PSI_MAJOR = 0.25
+
+
+def verdict(psi: float | None) -> str | None:
+    """The usual reading of a population stability index: below 0.1 the distributions match, 0.1 to
+    0.25 is a moderate shift, above 0.25 a major one."""
+    if psi is None:
+        return None
+    return "matches" if psi < PSI_MODERATE else ("moderate shift" if psi < PSI_MAJOR else "major shift")
