@@ -1,6 +1,6 @@
 """Annotations as rows: preference pairs, ratings, labels and thumbs, each one judgement per row.
 
-An import reads an export file (the plain JSONL/CSV schema of docs/spec.md format 10, an Argilla
+An import reads an export file (the plain JSONL/CSV schema of docs/feedback.md, an Argilla
 records export, or a Label Studio JSON export), checks every record (a bad one stops the import with
 its file, line and field), turns each judgement into one row and ingests them all with
 ``store.ingest`` under an ``annotation-batch`` (or ``user-feedback``) source — so annotations get row
@@ -281,7 +281,7 @@ def _number(value: Any, path: Path, line: int, name: str) -> float | None:
 
 
 def _judgement(rec: dict[str, Any], path: Path, line: int, defaults: dict[str, Any], platform: str) -> Judgement:
-    """A plain-schema record (format 10) as a judgement, checked."""
+    """A plain-schema record (docs/feedback.md) as a judgement, checked."""
     label = rec.get("label")
     rating = rec.get("rating")
     chosen, rejected = rec.get("chosen"), rec.get("rejected")

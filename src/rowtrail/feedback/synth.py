@@ -8,7 +8,7 @@ drift is not a guideline change), and items of which some were produced by a mod
 near copies of the model's registered outputs (what the registered-outputs detector must find).
 
 Everything is a pure function of the seed. The returned ``Synth`` holds the plain-format records
-(docs/spec.md format 10), the items, the model's outputs and the truth to check reports against.
+(the plain schema of docs/feedback.md), the items, the model's outputs and the truth to check reports against.
 """
 
 from __future__ import annotations
