@@ -101,7 +101,7 @@ class Store:
             raise StoreNotFoundError(f"no rowtrail store at {self.url}; create one with 'rowtrail init' (or pass --store PATH)")
         self._state: State | None = None
         self._state_key: Any = None
-        self.chunks = ChunkCache(self.backend)
+        self.chunks = ChunkCache(self.backend)  # type: ignore[arg-type]  # any backend: it reads objects only
         self._columns: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
         self._manifests: dict[str, dict[str, Any]] = {}
         self._applied: dict[str, list[Any]] = {}  # steps this process applied, per corpus (user functions live only here)
