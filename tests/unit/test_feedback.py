@@ -477,14 +477,15 @@ def test_pairs_over_corpus_rows_take_the_rows_origin(tmp_path):
             "rejected": ids["c2"],
         },
     ]
+    recs.append({**recs[0], "chosen": ids["c2"], "rejected": ids["h2"]})  # the same annotator, another pair of the same item
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     annotations.import_annotations(store, tmp_path / "pairs.jsonl", source="ann")
     store.commit("pairs", tag="b", sign=False)
     rep = contamination.report(store, "b", chains=10)
-    assert rep["per_source"]["ann"]["generated_rows"] == 2 and rep["per_source"]["ann"]["via"] == {"item_row": 2}
+    assert rep["per_source"]["ann"]["generated_rows"] == 3 and rep["per_source"]["ann"]["via"] == {"item_row": 3}
     assert rep["per_source"]["completions"]["via"] == {"source": 2} and rep["per_source"]["human-answers"]["generated_rows"] == 0
     assert {c["output"] for c in rep["chains"] if c["match"] == "item_row"} == {ids["c1"], ids["c2"]}
-    assert rep["share"] == 4 / 7
+    assert rep["share"] == 5 / 8
 
 
 _json_values = st.recursive(

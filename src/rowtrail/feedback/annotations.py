@@ -11,10 +11,12 @@ versions and (when annotator ids were pseudonymized) the key's id.
 A judgement row's **content** is ``{item_id, annotator, guideline_version, guideline_sha256,
 collected_at, platform, batch, task, kind, label, rating, chosen, rejected, margin, item_generator,
 item}`` (``kind`` is ``label``, ``rating`` or ``pair``; fields that do not apply are null; ``item``
-is the rated content when the export carries it, as its JCS text). Its key is ``<platform>:<item_id>:<task>:<annotator>``
-unless the record has its own id. The same names, except ``item``, are also declared as row
-**attributes** (``kind`` as ``annotation_kind``), with ``export_file`` and ``export_line`` (where the
-judgement was in the export), so SQL, monitoring and the feedback reports read them from the
+is the rated content when the export carries it, as its JCS text). Its key is
+``<platform>:<item_id>:<task>:<annotator>`` (for a pair, followed by ``:<side>|<side>``, the two
+sides sorted) unless the record has its own id. The same names, except ``item``, are also declared
+as row **attributes** (``kind`` as ``annotation_kind``), with ``export_file`` and ``export_line``
+(where the judgement was in the export), so SQL, monitoring and the feedback reports read them from
+the
 provenance tables without touching content.
 
 **Pseudonyms.** With ``pseudonymize=True`` each annotator id becomes ``anon-`` + the first 16 hex
@@ -509,7 +511,8 @@ def to_table(judgements: list[Judgement], file: str) -> pa.Table:
     cols: dict[str, list[Any]] = {f.name: [] for f in SCHEMA}
     for j in judgements:
         task = j.task or j.kind
-        cols["annotation_id"].append(j.id or f"{j.platform}:{j.item_id}:{task}:{j.annotator}")
+        pair = "" if j.kind != "pair" else ":" + "|".join(sorted((str(j.chosen), str(j.rejected))))
+        cols["annotation_id"].append(j.id or f"{j.platform}:{j.item_id}:{task}:{j.annotator}{pair}")
         for name in CONTENT:
             if name == "item":
                 cols["item"].append(None if j.item is None else jcs(j.item).decode())
