@@ -16,8 +16,7 @@ is the rated content when the export carries it, as its JCS text). Its key is
 sides sorted) unless the record has its own id. The same names, except ``item``, are also declared
 as row **attributes** (``kind`` as ``annotation_kind``), with ``export_file`` and ``export_line``
 (where the judgement was in the export), so SQL, monitoring and the feedback reports read them from
-the
-provenance tables without touching content.
+the provenance tables without touching content.
 
 **Pseudonyms.** With ``pseudonymize=True`` each annotator id becomes ``anon-`` + the first 16 hex
 digits of HMAC-SHA256(key, id). The key comes from ``ROWTRAIL_PSEUDONYM_KEY`` (the key text) or a
