@@ -162,6 +162,8 @@ def test_bm25_scores_equal_bm25s(indexed):
         want = ref.get_scores(q)
         got = lex.scores(query)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        some = np.array([0, 3, 7, len(texts) - 1])
+        np.testing.assert_allclose(lex.scores_of(query, some), want[some], rtol=1e-5, atol=1e-6)
         docs, scores = lex.top(query, k=3)
         assert docs.tolist() == np.argsort(-want, kind="stable")[: len(docs)].tolist()
 

@@ -230,7 +230,7 @@ def search_output(
     offsets = idx.tokenizer.spans(text)
     spans = maximal_spans(idx, ids, min_tokens=min_tokens, common_mass=common_mass)
     lex = _maybe(store, info, "lexical", corpus)
-    lex_scores = lex.scores(text) if lex is not None else None
+    lex_scores = lex.scores(text) if lex is not None and k else None  # every row's: the similar rows need them
     records = idx.records
     covered: dict[str, np.ndarray] = {}  # source → output tokens covered by spans found in its rows
     span_hits: list[dict[str, Any]] = []
@@ -246,20 +246,22 @@ def search_output(
     for i, sp in enumerate(chosen):
         lo_i, hi_i = int(los[i]), int(his[i])
         docs, per_doc = idx.docs_of(lo_i, hi_i)
-        if lex_scores is not None and len(docs):
-            order = np.lexsort((docs, -lex_scores[docs]))
-            docs, per_doc = docs[order], per_doc[order]
-        found.append((sp, lo_i, hi_i, docs, per_doc))
+        bm25 = None
+        if lex is not None and len(docs):  # rank the span's rows by BM25 against the whole output
+            bm25 = lex_scores[docs] if lex_scores is not None else lex.scores_of(text, docs)
+            order = np.lexsort((docs, -bm25))
+            docs, per_doc, bm25 = docs[order], per_doc[order], bm25[order]
+        found.append((sp, lo_i, hi_i, docs, per_doc, bm25))
     if found:
         prov.light(records[np.concatenate([f[3][:rows_per_span] for f in found])])
-    for sp, lo_i, hi_i, docs, per_doc in found:
+    for sp, lo_i, hi_i, docs, per_doc, bm25 in found:
         _, src_idx, src_names = store.gather(records[docs], want_sources=True, want_hashes=False)
         for s in np.unique(src_idx).tolist():
             mask = covered.setdefault(src_names[s], np.zeros(len(ids), bool))
             mask[sp["start"] : sp["end"]] = True
         rows = []
-        for d, c in zip(docs[:rows_per_span].tolist(), per_doc[:rows_per_span].tolist()):
-            h = prov.hit(records[d], occurrences=int(c), **({"bm25": round(float(lex_scores[d]), 4)} if lex_scores is not None else {}))
+        for j, (d, c) in enumerate(zip(docs[:rows_per_span].tolist(), per_doc[:rows_per_span].tolist())):
+            h = prov.hit(records[d], occurrences=int(c), **({"bm25": round(float(bm25[j]), 4)} if bm25 is not None else {}))
             rows.append(h)
             all_hits.append(h)
         span_hits.append(
