@@ -259,7 +259,7 @@ def markdown(card: dict[str, Any]) -> str:
         lines += ["| value | expected | actual | change |", "| --- | --- | --- | --- |"]
         for k in s["expected"]:
             e, x = s["expected"][k], s["actual"][k]
-            lines.append(f"| {k} | {_fmt(e)} | {_fmt(x)} | {x - e:+.3f} |")
+            lines.append(f"| {k} | {e:.3f} | {x:.3f} | {x - e:+.3f} |")
         lines += [
             "",
             f"Does the data match? **{s.get('verdict') or '–'}** (psi {_fmt(s.get('psi'), 4)}: below 0.1 matches, 0.1–0.25 moderate, above 0.25 major shift); "
