@@ -332,3 +332,26 @@ def test_lineage_graph_follows_a_row_a_step_rewrote_into_the_version(tmp_store, 
         g = c.get(f"/api/rows/{child['row_id']}/graph").json()  # from the child: back to its parent and source
         layers = {n["id"]: n["layer"] for n in g["nodes"]}
         assert layers["source:docs"] < layers[f"row:{parent}"] < layers[f"row:{child['row_id']}"] < layers[f"version:{v1}"]
+
+
+def test_memo_computes_a_key_once_for_concurrent_callers():
+    import threading
+
+    from rowtrail.serve.queries import Memo
+
+    memo, calls, out = Memo(4), [], []
+
+    def make():
+        calls.append(1)
+        time.sleep(0.2)
+        return "facts"
+
+    threads = [threading.Thread(target=lambda: out.append(memo.get("v1", make))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == ["facts"] * 4 and len(calls) == 1
+    for k in range(6):
+        memo.get(k, lambda k=k: k)
+    assert memo.get("v1", lambda: "again") == "again"  # evicted: capacity 4

@@ -96,7 +96,7 @@ def test_pages_stay_fast_on_a_large_store(tmp_path):
     key = str(n // 2 + 1)
     base_scan, _ = _time(lambda: rt.open(path).sql(f"SELECT row_id FROM rows WHERE source_key = '{key}'"), repeat=1)
 
-    c = TestClient(create_app(path, verify_on_start=False))
+    c = TestClient(create_app(path, verify_on_start=False, warm=False))  # time the cold computations
     get = lambda url: (lambda r: (r.raise_for_status(), r.json())[1])(c.get(url))  # noqa: E731
     figures: dict[str, float] = {}
 

@@ -12,7 +12,9 @@
   for a row the version does not hold) with its message; anything unexpected is logged and answered
   with a 500 that carries no stack trace.
 - **Verify.** The store is verified in a background thread (``sample`` rows per version, or every
-  row), again whenever the journal head moves; pages read the cached report.
+  row), again whenever the journal head moves; pages read the cached report. Another background
+  thread computes each corpus head's governance facts at start, so the transparency and EU AI Act
+  pages of a large store answer from the cache.
 """
 
 from __future__ import annotations
@@ -201,12 +203,14 @@ def create_app(
     *,
     verify_sample: int | None = DEFAULT_VERIFY_SAMPLE,
     verify_on_start: bool = True,
+    warm: bool = True,
     allowed_hosts: list[str] | None = None,
 ) -> FastAPI:
     """The explorer and its API over the store at ``store_path`` (default: ``ROWTRAIL_STORE`` or
     ``./.rowtrail``). ``token``: require it as a bearer token. ``verify_sample``: rows recomputed
     per version by the background verify (None: every row). ``allowed_hosts``: answer only requests
-    whose Host header names one of these (guards a loopback server against DNS rebinding)."""
+    whose Host header names one of these (guards a loopback server against DNS rebinding).
+    ``warm``: compute each corpus head's governance facts in the background at start."""
     from ..store import resolve_path
 
     path = resolve_path(store_path)
@@ -262,6 +266,10 @@ def create_app(
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     if verify_on_start:
         app.state.verifier.start((app.state.stores.get().backend.read_head() or {}).get("digest"))
+    if warm:
+        from .queries import warm as warm_caches
+
+        threading.Thread(target=warm_caches, args=(path,), name="rowtrail-warm", daemon=True).start()
     return app
 
 

@@ -29,24 +29,48 @@ T = TypeVar("T")
 
 
 class Memo:
-    """A small thread-safe LRU for results keyed by immutable ids (version ids, pairs of them)."""
+    """A small thread-safe LRU for results keyed by immutable ids (version ids, pairs of them).
+    Single-flight: callers asking for a key being computed wait for that computation."""
 
     def __init__(self, capacity: int = 32):
         self.capacity = capacity
         self._items: OrderedDict[Any, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._making: dict[Any, threading.Lock] = {}
 
     def get(self, key: Any, make: Callable[[], T]) -> T:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]  # type: ignore[no-any-return]
-        value = make()
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            gate = self._making.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                if key in self._items:  # made while this caller waited
+                    return self._items[key]  # type: ignore[no-any-return]
+            try:
+                value = make()
+            finally:
+                with self._lock:
+                    self._making.pop(key, None)
+            with self._lock:
+                self._items[key] = value
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
         return value
+
+
+def warm(path: Any) -> None:
+    """Compute what the first visitor of each corpus head would wait for (the governance facts
+    behind the transparency table and EU AI Act summary), so their pages answer from the cache."""
+    from ..store import open as open_store
+
+    try:
+        store = open_store(path)
+        for vid in list(store.state.heads.values()):
+            facts(store, store.version(vid))
+    except Exception:  # best effort: a page that needs it computes it again and reports any error
+        return
 
 
 # -- values -------------------------------------------------------------------------------------------
