@@ -67,7 +67,7 @@ class _JournalView:
 
     def __init__(self) -> None:
         self.mutex = threading.RLock()  # guards this view and the backends' deferred upload queues
-        self.writer = threading.Lock()  # one write at a time per store and mirror in this process
+        self.writer = threading.RLock()  # one write at a time per store and mirror in this process
         self.lines: list[bytes] = []
         self.etags: list[str] = []
         self.last_seq = -1
