@@ -461,6 +461,22 @@ def test_purge_erases_the_bytes_on_s3_and_in_other_mirrors(s3: Any, s3_url: str,
     assert b.verify().ok
 
 
+def test_endpoint_and_credentials_from_storage_options(
+    s3_url: str, s3_env: dict[str, str], rowtrail_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ROWTRAIL_STORAGE_OPTIONS (JSON) and storage_options= override the AWS_* variables."""
+    small_store(s3_url)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    options = {"endpoint_url": s3_env["AWS_ENDPOINT_URL"], "key": "testing", "secret": "testing", "skip_instance_cache": True}
+    assert rt.open(s3_url, storage_options=options).version("v2").row_count == 65
+    monkeypatch.setenv("ROWTRAIL_STORAGE_OPTIONS", orjson.dumps(options).decode())
+    assert rt.open(s3_url).version("v1").row_count == 40
+    monkeypatch.setenv("ROWTRAIL_STORAGE_OPTIONS", "[1]")
+    with pytest.raises(rt.StoreError, match="JSON object"):
+        rt.open(s3_url)
+
+
 def test_errors_name_the_bucket_and_the_fix(s3_url: str, rowtrail_home: Path) -> None:
     with pytest.raises(rt.StoreError, match=r"no bucket 'no-such-bucket-rt'; create it first"):
         rt.init("s3://no-such-bucket-rt/store")
