@@ -526,3 +526,18 @@ def test_writers_killed_at_random_moments_leave_the_store_as_before_or_after(
         assert after == before or after[1:] == before  # no version, or exactly the one it was committing
         rep = store.verify(allow_unsigned=True)
         assert rep.ok, rep.problems
+
+
+def test_a_412_on_a_retry_of_our_own_put_is_success(s3_url: str, rowtrail_home: Path) -> None:
+    """A put whose response was lost is retried by the client and answered 412: the entry holds our
+    bytes, so the write is published; different bytes are another writer's, a conflict."""
+    store = small_store(s3_url)
+    state = store.state
+    entry = {"seq": state.seq + 1, "prev": state.head_digest, "at": "2026-01-01T00:00:00.000000Z", "kind": "note"}
+    line, digest = rt.versions.journal.encode_entry(entry)
+    store.backend.append_journal(line, entry["seq"], digest)
+    store.backend.append_journal(line, entry["seq"], digest)  # as the client's retry would: no error
+    other, other_digest = rt.versions.journal.encode_entry(dict(entry, at="2026-01-01T00:00:01.000000Z"))
+    with pytest.raises(rt.ConflictError):
+        store.backend.append_journal(other, entry["seq"], other_digest)
+    assert rt.open(s3_url).state.entries[-1]["kind"] == "note" and rt.open(s3_url).verify().ok

@@ -517,12 +517,14 @@ class ObjectStoreBackend:
             self.fs.pipe_file(key, line, mode="create")
         except FileExistsError:
             self._v.looked_at = -1.0
-            raise ConflictError(
-                f"the store at {self.url} advanced while this write ran: another writer published journal entry {seq} "
-                "first, so nothing of this write was committed (staged work already in the store is untouched). "
-                "Run the command again: it starts from the new tip and reuses the objects already uploaded "
-                "(see 'rowtrail status' / 'rowtrail log')"
-            ) from None
+            # a 412 can also answer a retry of our own put whose first response was lost: then it is published
+            if not self._holds(key, line):
+                raise ConflictError(
+                    f"the store at {self.url} advanced while this write ran: another writer published journal entry {seq} "
+                    "first, so nothing of this write was committed (staged work already in the store is untouched). "
+                    "Run the command again: it starts from the new tip and reuses the objects already uploaded "
+                    "(see 'rowtrail status' / 'rowtrail log')"
+                ) from None
         etag = hashlib.md5(line, usedforsecurity=False).hexdigest()  # what S3 lists for a plain put
         with contextlib.suppress(OSError):
             mirror = self._journal_mirror()
@@ -537,6 +539,12 @@ class ObjectStoreBackend:
                 self._v.last_seq = seq
             else:
                 self._v.looked_at = -1.0  # our view was behind; list again on the next read
+
+    def _holds(self, key: str, line: bytes) -> bool:
+        try:
+            return bool(self.fs.cat_file(key) == line)
+        except OSError:
+            return False
 
     @contextlib.contextmanager
     def lock(self, wait: float | None = None) -> Iterator[None]:
