@@ -54,7 +54,7 @@ def test_feedback_commands(tmp_path):
     assert cont["generated_weight"] == want and cont["share"] == want / len(S.records)
     assert cont["models"][0]["run_id"] == run
 
-    sig = json.loads(cli("signal", "v1", "--json").stdout)
+    sig = json.loads(cli("signal", run, "--json").stdout)  # a run stands for the version it trained on
     assert [g["guideline"] for g in sig["tasks"][0]["per_guideline"]] == ["1", "2"]
 
     cli("run-card", "--version", "v1", "-o", "card.md")

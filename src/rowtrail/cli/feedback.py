@@ -28,6 +28,18 @@ def _store() -> Any:
     return open_store()
 
 
+def _version(store: Any, ref: str) -> str:
+    """A version ref, or a training run id standing for the version it trained on."""
+    if ref.startswith("run-"):
+        from ..errors import RefError
+
+        for e in store.state.entries:
+            if e["kind"] == "run" and e["run_id"] == ref:
+                return str(e["version_id"])
+        raise RefError(f"no training run '{ref}'; see 'rowtrail runs'")
+    return ref
+
+
 def _f(x: Any, digits: int = 3) -> str:
     if x is None:
         return "–"
@@ -209,7 +221,7 @@ def annotations_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 def agreement(
-    version: str = typer.Argument("HEAD", help="A version (tag or id)."),
+    version: str = typer.Argument("HEAD", help="A version (tag or id), or a training run (its version)."),
     by: str = typer.Option("guideline", "--by", help="guideline, annotator, batch or week."),
     level: str | None = typer.Option(
         None, "--level", help="nominal, ordinal or interval (default: nominal for labels and pairs, ordinal for ratings)."
@@ -229,7 +241,8 @@ def agreement(
         raise typer.BadParameter(f"--by must be one of {', '.join(analysis.BY)}")
     if level is not None and level not in ("nominal", "ordinal", "interval"):
         raise typer.BadParameter("--level must be nominal, ordinal or interval")
-    ann = load(_store(), version, corpus)
+    store = _store()
+    ann = load(store, _version(store, version), corpus)
     if task is not None:
         ann = ann.take(ann.task.astype(str) == task)
     rep = analysis.agreement(ann, by=by, level=level, cfg=analysis.DriftConfig(alpha=alpha, permutations=permutations))
@@ -327,7 +340,7 @@ def agreement(
 
 
 def signal(
-    version: str = typer.Argument("HEAD"),
+    version: str = typer.Argument("HEAD", help="A version (tag or id), or a training run (its version)."),
     corpus: str = typer.Option("main", "--corpus"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -335,7 +348,8 @@ def signal(
     distributions, weighted, with drift (psi, KL, KS)."""
     from ..feedback.signal import monitor
 
-    rep = monitor(_store(), version, corpus)
+    store = _store()
+    rep = monitor(store, _version(store, version), corpus)
     if as_json:
         render.print_json(rep)
         return
@@ -437,7 +451,7 @@ def model_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 def contamination(
-    version: str = typer.Argument("HEAD"),
+    version: str = typer.Argument("HEAD", help="A version (tag or id), or a training run (its version)."),
     detector: str = typer.Option(
         "registered", "--detector", help="registered (exact + near match against registered model outputs) or none."
     ),
@@ -454,7 +468,7 @@ def contamination(
         raise typer.BadParameter("--detector must be 'registered' or 'none'")
     store = _store()
     det = c.RegisteredOutputs(store, threshold=threshold) if detector == "registered" else None
-    rep = c.report(store, version, detector=det, chains=chains, corpus=corpus)
+    rep = c.report(store, _version(store, version), detector=det, chains=chains, corpus=corpus)
     if as_json:
         render.print_json(rep)
         return
