@@ -443,7 +443,12 @@ def report(
     stages = replay(store, vid)
     final = stages[-1]
     actual = store.version_rows(vid)
-    exact = bool(len(actual) == len(final["ids"]) and np.array_equal(np.sort(actual["id"]), final["ids"]))
+    order = np.argsort(actual["id"], kind="stable")
+    exact = bool(
+        len(actual) == len(final["ids"])
+        and np.array_equal(actual["id"][order], final["ids"])
+        and np.array_equal(actual["w"][order].astype(np.float64), final["weights"])
+    )
     registry = models(store)
     order = store.state.version_order
     pos = {v: i for i, v in enumerate(order)}
