@@ -567,3 +567,26 @@ def test_malformed_structures_are_ingest_errors(tmp_path, fmt, records):
     with pytest.raises(IngestError) as err:
         annotations.read(path, fmt, defaults={"guideline_version": "1", "collected_at": "2026-01-01T00:00:00Z"})
     assert err.value.file == str(path) and err.value.line in (1, 2)
+
+
+def _in_memory(records):
+    n = len(records)
+    cols = {"source_id": np.array(["x"] * n, dtype=object), "attr.annotation_kind": np.array(["rating"] * n, dtype=object)}
+    for k in ("annotator", "guideline_version", "batch", "collected_at", "item_id", "task", "rating"):
+        cols["attr." + k] = np.array([r[k] for r in records], dtype=object)
+    return data.build("v", None, np.array([str(i) for i in range(n)], dtype=object), np.ones(n), cols)
+
+
+def test_a_shared_reference_shift_is_flagged_for_the_pool_not_for_annotators():
+    """Everyone's scale moves up one point from week 5 on: agreement stays high and no annotator
+    drifts against the others, but the pool's label distribution shifts."""
+    S = synth.generate(drift=0.0)
+    shifted = [{**r, "rating": min(5, r["rating"] + 1)} if r["collected_at"] >= "2026-03-30" else r for r in S.records]
+    rep = analysis.agreement(_in_memory(shifted))
+    task = rep["tasks"][0]
+    assert analysis.flagged(rep) == [] and task["overall"]["alpha"] > 0.7
+    ref = task["reference_shift"]
+    assert ref["shift"] is True and ref["p"] <= 0.01
+    assert abs(np.datetime64(ref["change_at"].rstrip("Z")) - np.datetime64("2026-03-30T00:00:00")) < np.timedelta64(3, "D")
+    assert ref["labels_after"]["5"] > ref["labels_before"]["5"]
+    assert analysis.agreement(_in_memory(S.records))["tasks"][0]["reference_shift"]["shift"] is False
