@@ -355,3 +355,22 @@ def test_memo_computes_a_key_once_for_concurrent_callers():
     for k in range(6):
         memo.get(k, lambda k=k: k)
     assert memo.get("v1", lambda: "again") == "again"  # evicted: capacity 4
+
+
+def test_store_pool_lends_warm_stores_and_bounds_concurrent_readers(store):
+    import threading
+
+    from rowtrail.serve.app import StorePool
+
+    pool = StorePool(store.path, size=2)
+    with pool.lend() as a, pool.lend() as b:
+        assert a is not b
+        got = []
+        t = threading.Thread(target=lambda: got.append(pool.lend().__enter__()))
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and got == []  # a third reader waits for a free store
+    t.join(5)
+    assert got and got[0] in (a, b)
+    with pool.lend() as c:
+        assert c in (a, b)  # no new store: the pool reuses its warm ones

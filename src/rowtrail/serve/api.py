@@ -7,6 +7,7 @@ into a 404 with the library's message (other library errors: 400). No route writ
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -34,8 +35,9 @@ router = APIRouter(
 )
 
 
-def store(request: Request) -> Any:
-    return request.app.state.stores.get()
+def store(request: Request) -> Iterator[Any]:
+    with request.app.state.stores.lend() as s:
+        yield s
 
 
 StoreDep = Annotated[Any, Depends(store)]

@@ -1,8 +1,8 @@
 """The FastAPI application: ``create_app(store_path, token=None)``.
 
-- **Read-only.** Routes only call read verbs. Each worker thread opens its own ``Store`` (which holds
-  no lock and re-reads the journal whenever ``HEAD.json`` moves, so a commit made while the server
-  runs shows up on the next request).
+- **Read-only.** Routes only call read verbs, on ``Store`` objects lent from a small pool (a store
+  holds no lock and re-reads the journal whenever ``HEAD.json`` moves, so a commit made while the
+  server runs shows up on the next request; reusing a few stores keeps their caches warm).
 - **Auth.** With a token, every request needs ``Authorization: Bearer <token>`` or the cookie the
   explorer sets after ``/?token=<token>``; both are compared with ``hmac.compare_digest``.
 - **Headers.** A strict Content-Security-Policy (``default-src 'self'``, no inline script or style),
@@ -19,11 +19,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,22 +63,49 @@ def static_dir() -> Path:
 
 
 class StorePool:
-    """One read-only ``Store`` per worker thread (its caches stay warm between requests)."""
+    """A few read-only ``Store`` objects, lent to one request at a time: a request gets the most
+    recently returned one, whose caches (manifests, chunks, segment columns) are warmest; at most
+    ``size`` requests read the store at once, the others wait for a free one."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, size: int = 4):
         from ..store import open as open_store
 
         self.path = path
-        open_store(path)  # fail now, with the library's message, if there is no store
-        self._local = threading.local()
+        self._idle = [open_store(path)]  # fail now, with the library's message, if there is no store
+        self._made = 1
+        self._size = size
+        self._cond = threading.Condition()
 
     def get(self) -> Any:
-        s = getattr(self._local, "store", None)
-        if s is None:
-            from ..store import open as open_store
+        """A store for use outside a request (not returned to the pool)."""
+        from ..store import open as open_store
 
-            s = self._local.store = open_store(self.path)
-        return s
+        return open_store(self.path)
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[Any]:
+        from ..store import open as open_store
+
+        with self._cond:
+            while not self._idle and self._made >= self._size:
+                self._cond.wait()
+            s = self._idle.pop() if self._idle else None
+            if s is None:
+                self._made += 1
+        if s is None:
+            try:
+                s = open_store(self.path)
+            except BaseException:
+                with self._cond:
+                    self._made -= 1
+                    self._cond.notify()
+                raise
+        try:
+            yield s
+        finally:
+            with self._cond:
+                self._idle.append(s)
+                self._cond.notify()
 
 
 class Verifier:
