@@ -30,7 +30,10 @@ def test_feedback_commands(tmp_path):
 
     assert json.loads(cli("guideline", "add", "g1.md", "--version", "1", "--json").stdout)["new"] is True
     assert "register this text as a new version" in cli("guideline", "add", "g2.md", "--version", "1", code=1).stderr
-    cli("guideline", "add", "g2.md", "--version", "2")
+    g2 = json.loads(
+        cli("guideline", "add", "g2.md", "--version", "2", "--expected", '{"1": 1, "2": 1, "3": 2, "4": 1, "5": 0}', "--json").stdout
+    )
+    assert g2["expected"] == {"*": {"1": 0.2, "2": 0.2, "3": 0.4, "4": 0.2, "5": 0.0}}
     (tmp_path / "bad.jsonl").write_text(json.dumps(S.records[0]) + "\n" + json.dumps({**S.records[1], "rating": "high"}) + "\n")
     err = cli("annotations", "import", "bad.jsonl", "--source", "acme", code=1).stderr
     assert "bad.jsonl:2" in err and "rating" in err

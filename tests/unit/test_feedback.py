@@ -220,6 +220,7 @@ def test_run_card_answers_the_three_questions(world):
     assert declared["signal"][0]["expected_basis"] == "declared" and declared["signal"][0]["expected"]["2"] == 0.2
     run = record_external(store, "v39", {"model": "model-v39"}, store.rows("v39").column("row_id").to_pylist())
     by_run = runcard.run_card(store, run)
+    assert by_run["signal"][0]["expected_basis"] == "collected"  # the guidelines declare no expectation
     assert by_run["run"]["run_id"] == run and by_run["version"]["tag"] == "v39" and by_run["run"]["rows_outside_version"] == 0
 
 
@@ -590,3 +591,36 @@ def test_a_shared_reference_shift_is_flagged_for_the_pool_not_for_annotators():
     assert abs(np.datetime64(ref["change_at"].rstrip("Z")) - np.datetime64("2026-03-30T00:00:00")) < np.timedelta64(3, "D")
     assert ref["labels_after"]["5"] > ref["labels_before"]["5"]
     assert analysis.agreement(_in_memory(S.records))["tasks"][0]["reference_shift"]["shift"] is False
+
+
+def test_guidelines_declare_the_expected_distribution(tmp_path):
+    store = _store_with_guidelines(tmp_path)  # versions 1 and 2 without an expectation
+    (tmp_path / "g3.md").write_text("guideline 3\n")
+    (tmp_path / "g4.md").write_text("guideline 4\n")
+    g3, _ = guidelines.add(store, tmp_path / "g3.md", "3", expected={"2": 1, "3": 2, "4": 1})
+    assert g3.expected == {"*": {"2": 0.25, "3": 0.5, "4": 0.25}}
+    guidelines.add(store, tmp_path / "g4.md", "4", expected={"helpfulness": {"3": 0.5, "4": 0.5}})
+    with pytest.raises(GuidelineError, match="another expected distribution"):
+        guidelines.add(store, tmp_path / "g3.md", "3", expected={"2": 1})
+    with pytest.raises(GuidelineError, match="non-negative"):
+        guidelines.add(store, tmp_path / "g4.md", "5", expected={"2": -1})
+    recs = [
+        {
+            "item_id": f"i{i}",
+            "annotator": a,
+            "guideline_version": "3" if i < 4 else "4",
+            "collected_at": "2026-01-01T00:00:00Z",
+            "task": "helpfulness",
+            "rating": 3 + (i % 2),
+        }
+        for i in range(8)
+        for a in ("u1", "u2")
+    ]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    annotations.import_annotations(store, tmp_path / "r.jsonl", source="ann")
+    store.commit("r", tag="r", sign=False)
+    (sig,) = runcard.run_card(store, version="r", detect=False)["signal"]
+    # each guideline holds half the weight: 0.5 × (0.25, 0.5, 0.25) + 0.5 × (0, 0.5, 0.5)
+    assert sig["expected_basis"] == "guidelines"
+    assert sig["expected"] == pytest.approx({"2": 0.125, "3": 0.5, "4": 0.375})
+    assert sig["actual"] == {"2": 0.0, "3": 0.5, "4": 0.5}

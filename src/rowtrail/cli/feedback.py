@@ -40,6 +40,17 @@ def _version(store: Any, ref: str) -> str:
     return ref
 
 
+def _json_arg(value: str, option: str) -> Any:
+    """A JSON option given inline or as a file."""
+    from ..errors import RowtrailError
+
+    try:
+        text = Path(value).read_text(encoding="utf-8") if Path(value).is_file() else value
+        return json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise RowtrailError(f"{option} is neither JSON nor a readable JSON file: {exc}") from None
+
+
 def _f(x: Any, digits: int = 3) -> str:
     if x is None:
         return "–"
@@ -55,12 +66,15 @@ def _f(x: Any, digits: int = 3) -> str:
 def guideline_add(
     file: Path = typer.Argument(..., help="The guideline text (UTF-8: Markdown, plain text)."),
     version: str = typer.Option(..., "--version", "-v", help="Its version (e.g. 3). Versions never change once registered."),
+    expected: str | None = typer.Option(
+        None, "--expected", help='The label distribution it expects: JSON ({"good": 0.6, "bad": 0.4} or per task) or a JSON file.'
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Register a guideline text under a version (stored by its SHA-256)."""
     from ..feedback.guidelines import add
 
-    g, new = add(_store(), file, version)
+    g, new = add(_store(), file, version, expected=_json_arg(expected, "--expected") if expected else None)
     if as_json:
         render.print_json({**g.to_dict(), "new": new})
     else:

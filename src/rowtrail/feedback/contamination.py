@@ -443,15 +443,14 @@ def report(
     stages = replay(store, vid)
     final = stages[-1]
     actual = store.version_rows(vid)
-    order = np.argsort(actual["id"], kind="stable")
+    by_id = np.argsort(actual["id"], kind="stable")
     exact = bool(
         len(actual) == len(final["ids"])
-        and np.array_equal(actual["id"][order], final["ids"])
-        and np.array_equal(actual["w"][order].astype(np.float64), final["weights"])
+        and np.array_equal(actual["id"][by_id], final["ids"])
+        and np.array_equal(actual["w"][by_id].astype(np.float64), final["weights"])
     )
     registry = models(store)
-    order = store.state.version_order
-    pos = {v: i for i, v in enumerate(order)}
+    pos = {v: i for i, v in enumerate(store.state.version_order)}
 
     def model_info(m: str) -> dict[str, Any]:
         entries = registry.get(m) or []

@@ -1,7 +1,8 @@
 """Annotation guidelines: registered texts, content-hashed, one per version.
 
 ``rowtrail guideline add FILE --version 3`` stores the file's bytes as an object and appends one
-``guideline.add`` journal entry ``{version, digest, name, bytes}``. A version is registered once:
+``guideline.add`` journal entry ``{version, digest, name, bytes, expected}`` (``expected``: the label
+distribution the guideline's authors expect, ``{task or "*": {label: share}}``, or null). A version is registered once:
 adding the same text again is a no-op, a different text under a taken version is refused (register
 it as a new version). Annotations name their guideline version; an import refuses a version that
 is not registered, and each annotation row carries the text's digest (``guideline_sha256``), so a
@@ -35,9 +36,36 @@ class Guideline:
     bytes: int
     at: str
     seq: int
+    expected: dict[str, dict[str, float]] | None = None  # task (or "*") → label → share, as declared
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _of(e: dict[str, Any]) -> Guideline:
+    return Guideline(e["version"], e["digest"], e["name"], e["bytes"], e["at"], e["seq"], e.get("expected"))
+
+
+def normalize_expected(expected: Any) -> dict[str, dict[str, float]]:
+    """An expected label distribution as ``{task: {label: share}}`` (``"*"``: any task), each
+    normalized to sum to 1. A flat ``{label: share}`` means every task."""
+    if not isinstance(expected, dict) or not expected:
+        raise GuidelineError('an expected distribution is a JSON object such as {"good": 0.6, "bad": 0.4} (or {"task": {...}})')
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in expected.values()):
+        expected = {"*": expected}
+    out: dict[str, dict[str, float]] = {}
+    for task, shares in expected.items():
+        if (
+            not isinstance(shares, dict)
+            or not shares
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in shares.values())
+        ):
+            raise GuidelineError(f"expected shares for {task!r} must be non-negative numbers by label")
+        total = float(sum(shares.values()))
+        if total <= 0:
+            raise GuidelineError(f"expected shares for {task!r} sum to 0")
+        out[str(task)] = {str(k): float(v) / total for k, v in sorted(shares.items())}
+    return out
 
 
 def registered(store: Store) -> dict[str, Guideline]:
@@ -45,12 +73,15 @@ def registered(store: Store) -> dict[str, Guideline]:
     out: dict[str, Guideline] = {}
     for e in store.state.entries:
         if e["kind"] == KIND:
-            out[e["version"]] = Guideline(e["version"], e["digest"], e["name"], e["bytes"], e["at"], e["seq"])
+            out[e["version"]] = _of(e)
     return out
 
 
-def add(store: Store, path: str | Path, version: str | int) -> tuple[Guideline, bool]:
-    """Register a guideline text under ``version``; returns it and whether it was new."""
+def add(store: Store, path: str | Path, version: str | int, expected: Any = None) -> tuple[Guideline, bool]:
+    """Register a guideline text under ``version`` (optionally with the label distribution its
+    authors expect, which run cards compare the training signal against); returns it and whether
+    it was new."""
+    exp = normalize_expected(expected) if expected is not None else None
     version = str(version).strip()
     if not version:
         raise GuidelineError("a guideline version must not be empty (e.g. --version 3)")
@@ -66,15 +97,21 @@ def add(store: Store, path: str | Path, version: str | int) -> tuple[Guideline, 
     with store._write() as state:
         for e in state.entries:
             if e["kind"] == KIND and e["version"] == version:
-                g = Guideline(e["version"], e["digest"], e["name"], e["bytes"], e["at"], e["seq"])
-                if e["digest"] == digest:
+                g = _of(e)
+                if e["digest"] == digest and (exp is None or exp == e.get("expected")):
                     return g, False
+                if e["digest"] == digest:
+                    raise GuidelineError(
+                        f"guideline version {version} is registered with another expected distribution; guideline versions never change"
+                    )
                 raise GuidelineError(
                     f"guideline version {version} is registered with another text ({e['digest'][:12]}, from {e['name']}); "
                     "guideline versions never change: register this text as a new version"
                 )
-        entry = store._append(state, {"kind": KIND, "version": version, "digest": digest, "name": path.name, "bytes": len(data)})
-    return Guideline(version, digest, path.name, len(data), entry["at"], entry["seq"]), True
+        entry = store._append(
+            state, {"kind": KIND, "version": version, "digest": digest, "name": path.name, "bytes": len(data), "expected": exp}
+        )
+    return _of(entry), True
 
 
 def get(store: Store, version: str | int) -> Guideline:

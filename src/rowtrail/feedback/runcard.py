@@ -8,7 +8,8 @@ provenance, from the store's metadata alone.
    each step's id, name, kind, version, parameters and code fingerprint (docs/spec.md §5.1), with
    what it did (rows in and out, drops by reason, reweighted rows).
 3. **What is the expected distribution of the training signal, and does the data match?** Per
-   task: the expected label distribution (given, or by default the distribution as collected — the
+   task: the expected label distribution (given; else as the guideline versions in use declare it,
+   each weighted by its share of the training weight; else the distribution as collected — the
    version's inputs, before any step) against the actual one (what training sees: the version's
    rows, weighted), with ``psi``, ``kl`` and the largest share change; and the share of the signal
    derived from model outputs.
@@ -122,6 +123,9 @@ def run_card(
         actual = t["steps"][-1]["shares"]
         exp = (expected or {}).get(t["task"]) or ((expected or {}).get("*") if len(sig["tasks"]) == 1 else None)
         basis = "declared" if exp else "collected"
+        if not exp:
+            exp = _from_guidelines(t["task"], t["per_guideline"], guides)
+            basis = "guidelines" if exp else basis
         dist.append(
             {
                 "task": t["task"],
@@ -175,6 +179,23 @@ def run_card(
                 "consumed_digest",
             )
         }
+    return out
+
+
+def _from_guidelines(task: str, per_guideline: list[dict[str, Any]], guides: dict[str, Any]) -> dict[str, float] | None:
+    """The expected distribution the guidelines declare for a task, each guideline weighted by its
+    share of the task's training weight; None unless every guideline in use declares one."""
+    total = sum(g["weight"] for g in per_guideline)
+    if total <= 0:
+        return None
+    out: dict[str, float] = {}
+    for g in per_guideline:
+        declared = getattr(guides.get(g["guideline"]), "expected", None) or {}
+        shares = declared.get(task) or declared.get("*")
+        if not shares:
+            return None
+        for k, v in shares.items():
+            out[k] = out.get(k, 0.0) + v * g["weight"] / total
     return out
 
 
@@ -254,7 +275,11 @@ def markdown(card: dict[str, Any]) -> str:
     if not card["signal"]:
         lines += ["No annotation signal in this version.", ""]
     for s in card["signal"]:
-        basis = "as declared" if s["expected_basis"] == "declared" else "as collected (before the pipeline)"
+        basis = {
+            "declared": "as declared",
+            "guidelines": "as the guidelines declare (each weighted by its share of the training weight)",
+            "collected": "as collected (before the pipeline)",
+        }[s["expected_basis"]]
         lines += [f"Task **{s['task']}** — expected {basis} vs actual (what training sees, weighted):", ""]
         lines += ["| value | expected | actual | change |", "| --- | --- | --- | --- |"]
         for k in s["expected"]:
