@@ -24,9 +24,9 @@ python3 -c 'import secrets; print(secrets.token_hex(32))' > "$keydir/pseudonym.k
 run40=$(rowtrail run record --version v40 --config run-model-v40.json | awk '{print $2}' | tr -d ':')
 echo "registered the training run of model-v40: $run40"
 step rowtrail model add model-v40 --run "$run40" --outputs model-v40-outputs.jsonl
-# the two guideline versions the ratings were made under
-step rowtrail guideline add guideline-v1.md --version 1
-step rowtrail guideline add guideline-v2.md --version 2
+# the two guideline versions the ratings were made under, with the rating distribution each expects
+step rowtrail guideline add guideline-v1.md --version 1 --expected '{"1": 0.10, "2": 0.20, "3": 0.30, "4": 0.25, "5": 0.15}'
+step rowtrail guideline add guideline-v2.md --version 2 --expected '{"1": 0.10, "2": 0.15, "3": 0.30, "4": 0.30, "5": 0.15}'
 step rowtrail source add acme-ratings --kind annotation-batch --uri https://label.acme.test/projects/7 \
   --license LicenseRef-acme-internal --legal-basis contract --collected 2026-03-02/2026-04-26 --owner annotation-team
 # batches b1-b3 in the plain schema, b4 as a Label Studio export; annotator ids pseudonymized
