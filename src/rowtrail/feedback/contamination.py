@@ -304,23 +304,18 @@ def origins(store: Store, recs: np.ndarray, detector: Detector | None = None) ->
     ]
     cols = record_attributes(store, recs, names)
     n = len(recs)
-    gen = np.empty(n, dtype=object)
-    via = np.empty(n, dtype=object)
     out_id = np.array(cols[ATTR_PREFIX + "item_id"], dtype=object)
     sim = np.full(n, np.nan)
     sources = store.state.sources
-    undecided = []
-    for i in range(n):
-        ig, g, sid = cols[ATTR_PREFIX + "item_generator"][i], cols[ATTR_PREFIX + "generator"][i], cols["source_id"][i]
-        if ig is not None:
-            gen[i], via[i] = str(ig), "item_generator"
-        elif g is not None:
-            gen[i], via[i] = str(g), "attribute"
-        elif sid in sources and (sources[sid].generator or "human") != "human":
-            gen[i], via[i] = sources[sid].generator, "source"
-        else:
-            gen[i], via[i] = "human", "default"
-            undecided.append(i)
+    ig, ga = cols[ATTR_PREFIX + "item_generator"], cols[ATTR_PREFIX + "generator"]
+    has_ig = np.fromiter((v is not None for v in ig), dtype=bool, count=n)
+    has_g = np.fromiter((v is not None for v in ga), dtype=bool, count=n)
+    src_names, inv = np.unique(cols["source_id"].astype(str), return_inverse=True)
+    by_source = np.array([(sources[x].generator or "human") if x in sources else "human" for x in src_names.tolist()] + ["human"], dtype=object)
+    src_gen = by_source[inv.reshape(-1)] if n else np.empty(0, dtype=object)
+    gen = np.where(has_ig, ig, np.where(has_g, ga, src_gen)).astype(str).astype(object)
+    via = np.where(has_ig, "item_generator", np.where(has_g, "attribute", np.where(src_gen != "human", "source", "default"))).astype(object)
+    undecided = np.flatnonzero(via == "default").tolist()
     # a judgement whose rated item (or a side of its pair) is a corpus row: that row's own origin
     refs = {
         i: [v for v in (cols[ATTR_PREFIX + k][i] for k in ("item_id", "chosen", "rejected")) if isinstance(v, str) and _HEX64.match(v)]
