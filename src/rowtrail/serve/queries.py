@@ -62,13 +62,17 @@ class Memo:
 
 def warm(path: Any) -> None:
     """Compute what the first visitor of each corpus head would wait for (the governance facts
-    behind the transparency table and EU AI Act summary), so their pages answer from the cache."""
+    behind the transparency table and EU AI Act summary, and the diff with its parent), so those
+    pages answer from the cache."""
     from ..store import open as open_store
 
     try:
         store = open_store(path)
-        for vid in list(store.state.heads.values()):
-            facts(store, store.version(vid))
+        for corpus, vid in list(store.state.heads.items()):
+            v = store.version(vid)
+            facts(store, v)
+            if v.info.parent:  # the timeline's "diff with parent" of the newest version
+                diff_summary(store, v.info.parent, vid, corpus)
     except Exception:  # best effort: a page that needs it computes it again and reports any error
         return
 
