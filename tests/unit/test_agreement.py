@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import cohen_kappa_score
 
-from rowtrail.feedback.agreement import cohen_kappa, fleiss_kappa, fleiss_table, krippendorff_alpha, reliability_matrix
+from rowtrail.monitoring.agreement import cohen_kappa, fleiss_kappa, fleiss_table, krippendorff_alpha, reliability_matrix
 
 
 @pytest.mark.parametrize("weights", [None, "linear", "quadratic"])

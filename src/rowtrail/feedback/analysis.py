@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from .agreement import cohen_kappa, fleiss_kappa, krippendorff_alpha
+from ..monitoring.agreement import cohen_kappa, fleiss_kappa, krippendorff_alpha
 from .data import Annotations
 
 MIN_COMMON = 5

@@ -3,7 +3,7 @@
 Every function takes plain arrays and returns a float (``nan`` when the figure is undefined: fewer
 than two pairable values, or no variation to correct for chance). They match the reference
 implementations (scikit-learn's ``cohen_kappa_score`` and the ``krippendorff`` package) to floating
-point; ``tests/unit/test_feedback_agreement.py`` checks that on random data.
+point; ``tests/unit/test_agreement.py`` checks that on random data.
 
 Formulas
     Cohen's kappa of two raters over the same items: ``κ = (p_o − p_e) / (1 − p_e)`` with ``p_o`` the
