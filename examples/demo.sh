@@ -2,7 +2,8 @@
 # End-to-end demo on the small dataset in examples/demo/: sources, ingest with provenance, signed
 # versions, a diff, a trace, a why, inclusion and exclusion proofs, SQL, a pipeline of pinned steps
 # with row-level lineage and per-step monitoring, bisect, verify, a recorded training run and its
-# attribution, a consent opt-out with its signed receipt (naming the run), and the transparency table.
+# attribution, a consent opt-out with its signed receipt (naming the run), the transparency table, and
+# feedback provenance ending in a run card (examples/feedback.sh).
 # Runs in a fresh temporary store and key home (set ROWTRAIL_DEMO_DIR to keep them somewhere).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/demo" && pwd)"
@@ -75,4 +76,8 @@ step rowtrail prove "$page" v40 --absent -o "$work/page-absent-v40.json"
 step rowtrail check-proof "$work/page-absent-v40.json"
 # the release's transparency table (also: --format csv|json, and eu-ai-act, datacard, croissant, prov, openlineage, bundle)
 step rowtrail export transparency v40
+
+# feedback provenance on the same store: guidelines, annotations (one drifting annotator), v41 with
+# ratings of model-v40's outputs, agreement, signal, contamination, and the run card of a run on v41
+bash "$here/../feedback.sh" "$ROWTRAIL_STORE"
 printf '\nDemo store: %s (ROWTRAIL_STORE=%s ROWTRAIL_HOME=%s)\n' "$work" "$ROWTRAIL_STORE" "$ROWTRAIL_HOME"

@@ -33,3 +33,5 @@ def test_demo_script_runs_end_to_end(tmp_path):
     assert "OK: receipt opt-" in out and "exclusion proof verifies" in out  # the opt-out and its receipt
     assert "# Transparency table: main@v40" in out
     assert "OK:" in out  # verify
+    assert "# Run card: run-" in out and "Annotators flagged for calibration drift" in out  # examples/feedback.sh
+    assert "derives from model outputs" in out
