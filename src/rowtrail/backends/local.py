@@ -135,6 +135,11 @@ class LocalBackend:
         """SHA-256 of the object's bytes as the store holds them now."""
         return file_sha256(self.object_path(digest))
 
+    def hash_objects(self, digests: Iterable[str]) -> Iterator[tuple[str, str]]:
+        """(digest, SHA-256 of the stored bytes) for each object, in order."""
+        for digest in digests:
+            yield digest, self.hash_object(digest)
+
     def read_bytes(self, digest: str) -> bytes:
         try:
             return self.object_path(digest).read_bytes()

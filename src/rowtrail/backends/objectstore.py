@@ -57,6 +57,7 @@ except ValueError:  # a bad setting must not break 'import rowtrail'; the defaul
 # Protocols whose fsspec implementation turns ``pipe_file(mode="create")`` into one atomic
 # create-if-absent request (s3fs: PutObject with If-None-Match: *).
 ATOMIC_CREATE = frozenset({"s3", "s3a"})
+VERIFY_THREADS = 16  # objects verify downloads at once
 FLUSH_BYTES = 64 << 20  # deferred uploads are sent in batches of about this many bytes
 _PROBED: dict[str, bool] = {}  # per store URL, per process: does the server honour If-None-Match?
 _PROBE_LOCK = threading.Lock()
@@ -348,7 +349,10 @@ class ObjectStoreBackend:
         never taken from the mirror; a good copy the mirror lacks is kept."""
         tmp = self.mirror.new_tmp_path(".verify")
         try:
-            self.fs.get_file(self._object_key(digest), str(tmp))
+            try:
+                self.fs.get_file(self._object_key(digest), str(tmp))
+            except FileNotFoundError:
+                return ""  # deleted since it was listed: no bytes hash to its name
             got = file_sha256(tmp)
             dest = self.mirror.object_path(digest)
             if got == digest and not dest.is_file():
@@ -359,6 +363,17 @@ class ObjectStoreBackend:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def hash_objects(self, digests: Iterable[str]) -> Iterator[tuple[str, str]]:
+        """(digest, SHA-256 of the remote bytes) for each object, in order, downloaded by
+        VERIFY_THREADS requests in flight (each a temporary file, so memory stays flat)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = list(digests)
+        with ThreadPoolExecutor(max_workers=VERIFY_THREADS) as pool:
+            for start in range(0, len(todo), 4 * VERIFY_THREADS):  # a bounded window of futures
+                batch = todo[start : start + 4 * VERIFY_THREADS]
+                yield from zip(batch, pool.map(self.hash_object, batch))
 
     def ensure_tmp(self) -> Path:
         self._ensure_mirror()
