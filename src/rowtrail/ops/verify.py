@@ -177,8 +177,9 @@ def _check_objects(store: Store, rep: VerifyReport, only: set[str] | None, progr
     backend = store.backend
     names = list(backend.iter_objects())
     todo = names if only is None else [n for n in names if n in only]
-    for i, digest in enumerate(todo):
-        if backend.hash_object(digest) != digest:  # the store's bytes (on an object store: the remote's, not a cached copy)
+    # the store's bytes (on an object store: the remote's, not a cached copy; fetched concurrently)
+    for i, (digest, got) in enumerate(backend.hash_objects(todo)):
+        if got != digest:
             rep.problem(f"object {digest}", "damaged: its bytes no longer hash to its name")
         if progress and i % 64 == 0:
             progress("objects", i, len(todo))
