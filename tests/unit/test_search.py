@@ -23,7 +23,10 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "search"
 
 
 def make_store(path: Path) -> rt.Store:
-    store = rt.init(path)
+    return populate(rt.init(path))
+
+
+def populate(store: rt.Store) -> rt.Store:
     store.sources.add(
         "teacher-x", kind="teacher-model", license="LicenseRef-model-x-terms", legal_basis="own model output", generator="model-x"
     )
@@ -283,3 +286,15 @@ def test_embedding_index_similar(indexed):
     assert hits[0]["source_key"] == "tm-006" and -1.0 <= hits[-1]["score"] <= hits[0]["score"] <= 1.0
     vecs = search.load_index(store, "v1", "embedding").vectors
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-4)
+
+
+def test_indexes_on_local_and_object_stores(any_store):
+    """Build, query, verify and drop on each backend (a directory, and S3 on the moto server)."""
+    store = populate(any_store)
+    built = search.build_index(store, "v1", ["spans", "lexical"])
+    res = search.search_output(store, DATA / "output.txt", "v1", k=1)
+    assert res["spans"][0]["rows"][0]["source_key"] == "tm-007"
+    assert [i["id"] for i in search.overlap(store, DATA / "eval.jsonl", "v1")["per_item"] if i["contaminated"]] == ["task/3"]
+    assert store.verify(allow_unsigned=True).ok
+    search.drop_index(store, built[0]["index_id"])
+    assert not store.backend.has_object(built[0]["index_id"]) and store.verify(allow_unsigned=True).ok
