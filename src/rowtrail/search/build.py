@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from ..errors import RowtrailError
 from .index import KINDS, index_entries, make_manifest, put_npy, put_vocab
-from .tokenize import Tokenizer, Vocab
+from .tokenize import TOKENIZERS, Tokenizer, Vocab
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -192,8 +192,15 @@ def build_index(
     sel = select(store, version, corpus=corpus)
     info = sel.info
     t0 = time.perf_counter()
-    spans = _Spans(Tokenizer(tokenizer, lowercase=False)) if "spans" in kinds else None
-    lexical = _Lexical(Tokenizer(tokenizer, lowercase=True), k1, b) if "lexical" in kinds else None
+    if tokenizer in TOKENIZERS and tokenizer != "hf-tokenizers":
+        base = Tokenizer(tokenizer)
+    else:  # a model's tokenizer.json
+        try:
+            base = Tokenizer.from_file(store, tokenizer)
+        except ValueError as exc:
+            raise RowtrailError(f"{exc}; --tokenizer is regex-v1, whitespace-v1 or a tokenizer.json file") from None
+    spans = _Spans(base.with_case(False)) if "spans" in kinds else None
+    lexical = _Lexical(base.with_case(True), k1, b) if "lexical" in kinds else None
     embedding = None
     if "embedding" in kinds:
         from .embed import DEFAULT_MODEL, model_config
@@ -260,6 +267,8 @@ def build_index(
             config["bm25"] = {"method": "lucene", "k1": k1, "b": b}
         else:
             config["model"] = embedding.model  # type: ignore[union-attr]
+        if (config.get("tokenizer") or {}).get("file_sha256"):  # a model's tokenizer.json, stored
+            objects = {**objects, "tokenizer": config["tokenizer"]["file_sha256"]}
         size = sum(store.backend.object_path(d).stat().st_size for d in set(objects.values()))
         entry_stats = {
             "rows": info.row_count,

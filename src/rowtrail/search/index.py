@@ -214,7 +214,7 @@ class SpanIndex(_Loaded):
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
-        return Tokenizer.from_config(self.manifest["tokenizer"])
+        return Tokenizer.from_config(self.manifest["tokenizer"], self.store)
 
     @cached_property
     def vocab(self) -> Vocab:
@@ -363,7 +363,7 @@ class LexicalIndex(_Loaded):
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
-        return Tokenizer.from_config(self.manifest["tokenizer"])
+        return Tokenizer.from_config(self.manifest["tokenizer"], self.store)
 
     @cached_property
     def vocab(self) -> Vocab:
