@@ -102,23 +102,35 @@ class Provenance:
         return base
 
 
-def _group_by_source(hits: list[dict[str, Any]], weight: str | None = None) -> list[dict[str, Any]]:
-    """Hits per source: how many, the share, and the declared attributes' values among them."""
+def _group_by_source(store: Store, hits: list[dict[str, Any]], extra_sources: list[str] | None = None) -> list[dict[str, Any]]:
+    """Hits per source: how many, the share, the source's kind, licence and legal basis, and the
+    declared attributes' values among them (``extra_sources``: sources to list even without hits)."""
     groups: dict[str, dict[str, Any]] = {}
+
+    def group(sid: str) -> dict[str, Any]:
+        if sid not in groups:
+            src = store.state.sources.get(sid)
+            groups[sid] = {
+                "source_id": sid,
+                "kind": src.kind if src else None,
+                "license": src.license if src else None,
+                "legal_basis": src.legal_basis if src else None,
+                "hits": 0,
+                "rows": set(),
+                "attributes": defaultdict(Counter),
+                "weight": 0.0,
+            }
+        return groups[sid]
+
     for h in hits:
-        g = groups.setdefault(
-            h["source_id"], {"source_id": h["source_id"], "hits": 0, "rows": set(), "attributes": defaultdict(Counter), "weight": 0.0}
-        )
+        g = group(h["source_id"])
         g["hits"] += 1
         g["rows"].add(h["row_id"])
-        g["weight"] += float(h.get(weight, 1.0)) if weight else 1.0
+        g["weight"] += 1.0
         for k, v in h.get("attributes", {}).items():
             g["attributes"][k][str(v)] += 1
-        prov = h.get("provenance")
-        if prov:
-            g.setdefault("license", prov["source"]["license"])
-            g.setdefault("legal_basis", prov["source"]["legal_basis"])
-            g.setdefault("kind", prov["source"]["kind"])
+    for sid in extra_sources or []:
+        group(sid)
     total = sum(g["weight"] for g in groups.values()) or 1.0
     out = []
     for g in sorted(groups.values(), key=lambda g: (-g["weight"], g["source_id"])):
@@ -279,7 +291,7 @@ def search_output(
     any_cover = np.zeros(len(ids), bool)
     for m in covered.values():
         any_cover |= m
-    by_source = _group_by_source(all_hits)
+    by_source = _group_by_source(store, all_hits, sorted(cover))
     for g in by_source:
         g["output_tokens_covered"] = cover.get(g["source_id"], 0)
     by_source.sort(key=lambda g: (-g["output_tokens_covered"], -g["share"], g["source_id"]))
@@ -380,7 +392,7 @@ def similar(
         raise IndexNotFoundError(
             f"version {label} has no lexical or embedding index; build one with 'rowtrail index {label} --kind lexical'"
         )
-    groups = {m: _group_by_source(h) for m, h in hits.items()}
+    groups = {m: _group_by_source(store, h) for m, h in hits.items()}
     first = next(iter(groups.values()))
     return {
         "version_id": info.version_id,
