@@ -171,3 +171,25 @@ def test_agreement_over_time_and_output_search(page, server, demo):
     assert page.locator("#spans-table a.row-link").first.inner_text() == rows[0]["row_id"][:16]
     assert "Apache-2.0" in page.locator("#spans-table").inner_text()
     no_problems(page)
+
+
+def test_real_server_guards_host_and_token(demo, start_server):
+    """The loopback server answers only loopback Host headers (DNS rebinding); with --token, nothing
+    without the token — over real HTTP, against the real uvicorn process."""
+    proc, url = start_server(demo["store"], demo["home"])
+    try:
+        assert httpx.get(url + "api/store").status_code == 200
+        r = httpx.get(url + "api/store", headers={"Host": "attacker.example"})
+        assert r.status_code == 400 and "store" not in r.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    token = "e2e-token-0123456789abcdef"
+    proc, url = start_server(demo["store"], demo["home"], "--token", token)
+    try:
+        r = httpx.get(url + "api/versions")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert httpx.get(url + "api/versions", headers={"Authorization": f"Bearer {token}"}).json()[0]["tag"] == "v40"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
