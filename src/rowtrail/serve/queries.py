@@ -518,7 +518,12 @@ def indexes(store: Store, ref: str, corpus: str = "main") -> list[dict[str, Any]
 def search_output(store: Store, text: str, ref: str = "HEAD", *, k: int = 10, corpus: str = "main") -> dict[str, Any]:
     """A pasted model output's maximal verbatim spans in the version's rows, and its most similar
     rows, each with provenance (needs the version's ``spans`` index: ``rowtrail index V``)."""
-    from ..search import search_output as trace_output
+    try:
+        from ..search import search_output as trace_output
+    except ImportError as exc:
+        from ..errors import RowtrailError
+
+        raise RowtrailError(f"output search needs its extra ({exc.name} is missing): pip install 'rowtrail[search]'") from None
 
     # search_output reads a short one-line string that names an existing file as that file: a
     # trailing newline keeps pasted text text (the tokenizer ignores it), so no path is ever read.
