@@ -67,6 +67,8 @@ def optout(
     )
     if res.get("purged"):
         render.out.print(f"purged the content of {res['purged']['rows']} row(s) from {res['purged']['segments']} content table(s)", markup=False)
+        if res["purged"].get("indexes_dropped"):
+            render.out.print(f"dropped {res['purged']['indexes_dropped']} search index(es) built from the erased text; rebuild with: rowtrail index VERSION", markup=False)
     for r in rec.get("runs_that_consumed") or []:
         render.out.print(f"training run {r['run_id']} consumed {r['rows']} of the removed row(s) (version {r['version_id'][:12]}); the receipt names it", markup=False)
     if rec["kept_duplicates"]["rows"]:
