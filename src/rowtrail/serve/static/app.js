@@ -311,8 +311,8 @@
     const prov = t.provenance;
     const whyBox = h("div", { id: "why" });
     const holders = t.versions;
-    const versions = await api("/versions");
-    const proofPick = h("select", { id: "proof-version" }, versions.map((v) => h("option", { value: v.version_id, selected: holders.length && holders[0].version_id === v.version_id }, vlabel(v) + (holders.some((x) => x.version_id === v.version_id) ? " (holds it)" : " (does not)"))));
+    const versions = await allVersions();
+    const proofPick = h("select", { id: "proof-version" }, versions.map((v) => h("option", { value: v.version_id, selected: holders.length && holders[0].version_id === v.version_id }, vlabel(v) + (v.corpus !== "main" ? ` (${v.corpus})` : "") + (holders.some((x) => x.version_id === v.version_id) ? " (holds it)" : " (does not)"))));
     const proofLink = h("a", { class: "button", id: "download-proof", download: "" }, "Download proof");
     const proofNote = h("span", { class: "muted", id: "proof-kind" });
     function updateProof() {
@@ -584,7 +584,7 @@
   }
 
   async function outputSearchPage(params) {
-    const versions = await api("/versions");
+    const versions = await allVersions();
     const ref = params.get("version") || (versions[0] ? versions[0].tag || versions[0].version_id : "HEAD");
     const indexed = await api(`/versions/${enc(ref)}/indexes`).catch(() => []);
     const pick = h("select", { id: "output-version", on: { change: (ev) => { location.hash = "#/output-search?version=" + enc(ev.target.value); } } },
