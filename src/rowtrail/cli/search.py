@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -15,10 +16,16 @@ def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _text_arg(value: str) -> str:
-    """TEXT, a file path, or '-' for standard input."""
+def _text_arg(value: str) -> str | Path:
+    """TEXT, a file path (an existing file, read by the search), or '-' for standard input."""
     if value == "-":
         return sys.stdin.read()
+    if len(value) < 1024 and "\n" not in value:
+        try:
+            if Path(value).is_file():
+                return Path(value)
+        except OSError:
+            pass
     return value
 
 

@@ -198,23 +198,14 @@ def maximal_spans(
 
 
 def _read_text(text_or_file: str | Path) -> str:
-    """A Path is a file to read; a string is a file's path when it names an existing file, else the
-    text itself."""
-    if isinstance(text_or_file, Path):
-        path = text_or_file
-    else:
-        if len(text_or_file) >= 1024 or "\n" in text_or_file:
-            return text_or_file
-        path = Path(text_or_file)
-        try:
-            if not path.is_file():
-                return text_or_file
-        except OSError:
-            return text_or_file
+    """A Path is a file to read; a string is always the text itself (the CLI turns a FILE argument
+    into a Path), so text from a caller — a server request, say — can never name a file to read."""
+    if not isinstance(text_or_file, Path):
+        return text_or_file
     try:
-        return path.read_text(encoding="utf-8")
+        return text_or_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise RowtrailError(f"cannot read {path}: {exc}") from None
+        raise RowtrailError(f"cannot read {text_or_file}: {exc}") from None
 
 
 def search_output(

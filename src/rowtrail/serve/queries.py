@@ -525,6 +525,5 @@ def search_output(store: Store, text: str, ref: str = "HEAD", *, k: int = 10, co
 
         raise RowtrailError(f"output search needs its extra ({exc.name} is missing): pip install 'rowtrail[search]'") from None
 
-    # search_output reads a short one-line string that names an existing file as that file: a
-    # trailing newline keeps pasted text text (the tokenizer ignores it), so no path is ever read.
-    return plain(trace_output(store, text + "\n", ref, corpus=corpus, k=k))  # type: ignore[no-any-return]
+    # a str is always text to search_output (only a Path is read), so no path is ever read here
+    return plain(trace_output(store, text, ref, corpus=corpus, k=k))  # type: ignore[no-any-return]
