@@ -138,7 +138,9 @@ class LocalEngine:
             segment = self.store.state.segments[seg]
             extra = pq.read_table(self.store.backend.object_path(segment.provenance), columns=missing)
             have = extra if have is None else pa.Table.from_arrays([*have.columns, *extra.columns], names=[*have.column_names, *extra.column_names])
-            self._prov_cache[seg] = have
+            # one segment's columns at a time: steps read segment by segment, and keeping every
+            # segment's would hold whole columns of the corpus for the rest of the run
+            self._prov_cache = {seg: have}
         return have
 
     def _content_texts(self, seg: int) -> pa.ChunkedArray:
@@ -317,6 +319,7 @@ class LocalEngine:
         if step.scope == "global":
             feats = self._features(frame, step, needs, found, stage)
             plan = step.plan(pa.Table.from_batches(feats)) if feats else None  # no rows: no batches to decide
+            del feats  # the plan is what the batches need; the features would stay for the whole step
             needs = getattr(step, "apply_needs", frozenset())
             found.update(needs)
         kept_pos: list[np.ndarray] = []

@@ -18,10 +18,10 @@ import numpy as np
 
 from .. import __version__
 from ..errors import NothingToCommitError, RefError, TagExistsError
-from ..hashing import distinct_sorted, exact_sums, jcs, merkle_root, weights_sha256
+from ..hashing import distinct_sorted, exact_sums, jcs
 from ..versions import signing
 from ..versions.journal import now_rfc3339
-from ..versions.manifest import CACHE_LEVEL, upper_levels, write_chunks
+from ..versions.manifest import CACHE_LEVEL, upper_levels, weights_digest, write_chunks
 from .apply import apply_locked, read_run, rebuild, reusable_run
 from .inputs import current_inputs
 
@@ -63,9 +63,10 @@ def build_content(store: Store, corpus: str, rows: np.ndarray, inputs: np.ndarra
     # (inputs always weigh 1.0; a pipeline that only reweights keeps the ids but not the records)
     same_ids = len(inputs) == len(rows) and bool(np.array_equal(inputs["id"], ids))
     same_inputs = same_ids and bool(np.array_equal(inputs, rows))
-    inputs_root = root if same_ids else merkle_root(inputs["id"])
+    inputs_root = root if same_ids else upper_levels(inputs["id"])[0]
     content_hashes, source_idx, source_names = store.gather(rows, want_sources=True)
     distinct = distinct_sorted(content_hashes)
+    del content_hashes  # 32 bytes a row: not kept while the rest is built
     content_root, content_nodes = upper_levels(distinct)
     weights = rows["w"].astype(np.float64)
     counts = np.bincount(source_idx, minlength=len(source_names))
@@ -77,7 +78,7 @@ def build_content(store: Store, corpus: str, rows: np.ndarray, inputs: np.ndarra
         "content_root": content_root,
         "row_count": int(len(rows)),
         "weight_total": total,
-        "weights_sha256": weights_sha256(ids, weights),
+        "weights_sha256": weights_digest(ids, weights),
         "per_source": dict(sorted(per_source.items())),
         "pipeline": pipeline,
         "inputs_root": inputs_root,

@@ -361,6 +361,25 @@ def _hash_groups(keys: np.ndarray) -> np.ndarray:
     return groups
 
 
+def _prefix_repeats(key: pa.ChunkedArray) -> np.ndarray:
+    """Positions of the 32-byte keys whose first 8 bytes occur more than once (8 bytes a row)."""
+    prefix = np.empty(len(key), dtype=np.uint64)
+    at = 0
+    for chunk in key.chunks:
+        n = len(chunk)
+        raw = np.frombuffer(chunk.buffers()[1], dtype=">u8", count=4 * (chunk.offset + n))
+        prefix[at : at + n] = raw.reshape(-1, 4)[chunk.offset :, 0]
+        at += n
+    order = np.argsort(prefix, kind="stable")
+    sp = prefix[order]
+    del prefix
+    rep = np.zeros(len(sp), dtype=bool)
+    same = sp[1:] == sp[:-1]
+    rep[1:] |= same
+    rep[:-1] |= same
+    return np.sort(order[rep])
+
+
 class _Dedupe(Step):
     scope = "global"
     helpers: ClassVar[tuple[Any, ...]] = (keep_order, survivors, _hash_groups)
@@ -395,6 +414,7 @@ class DedupeExact(_Dedupe):
     ``keep_order``)."""
 
     kind = "dedupe_exact"
+    helpers: ClassVar[tuple[Any, ...]] = (keep_order, survivors, _hash_groups, _prefix_repeats)
 
     def __init__(self, on: str = "content_sha256", *, keep: str = "source-priority", priority: Sequence[str] | None = None, name: str | None = None, version: str | None = None):
         self.on = on
@@ -411,10 +431,14 @@ class DedupeExact(_Dedupe):
         return pa.RecordBatch.from_pydict(cols)
 
     def plan(self, features: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        key = features.column("key").combine_chunks()
+        key = features.column("key")
         if pa.types.is_fixed_size_binary(key.type) and key.type.byte_width == 32 and not key.null_count:
-            groups = _hash_groups(ids_column_to_numpy(key))  # 32-byte hashes: one sort, no hashing of keys
+            # only rows whose key shares its first 8 bytes with another row's can be duplicates: the
+            # rest are set aside before the 32-byte sorts (ranks keep their order on any subset)
+            features = features.take(pa.array(_prefix_repeats(key)))
+            groups = _hash_groups(ids_column_to_numpy(features.column("key").combine_chunks()))  # one sort, no hashing of keys
         else:
+            key = key.combine_chunks()
             enc = pc.dictionary_encode(key)
             groups = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         return self._resolve(features, groups)

@@ -18,6 +18,7 @@ the same sorted list is stored.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ RECORD_DTYPE = np.dtype([("id", "S32"), ("w", ">f8"), ("seg", ">u4"), ("row", ">
 CHUNK_MODULUS = 1 << 13
 READ_THREADS = 8
 CACHE_LEVEL = 10  # manifests keep the Merkle levels from here up, so a proof hashes ≤ 2^10 leaves
+HASH_BLOCK = 1 << 20  # rows hashed at a time when building a version's digests (a power of two)
 
 
 def empty_records() -> np.ndarray:
@@ -187,11 +189,31 @@ def level_sizes(n: int, level: int = CACHE_LEVEL) -> list[int]:
 
 
 def upper_levels(ids: np.ndarray, level: int = CACHE_LEVEL) -> tuple[str, np.ndarray]:
-    """The Merkle root of ``ids`` and its levels from ``level`` up to the root, concatenated."""
+    """The Merkle root of ``ids`` and its levels from ``level`` up to the root, concatenated.
+
+    Leaves are hashed ``HASH_BLOCK`` at a time, each block taken up to ``level`` alone: the tree
+    pairs neighbours and promotes a lone last node, so a block whose size is a power of two at least
+    2^level yields exactly its share of level ``level`` (only the last block can be short, and its
+    lone nodes are the level's own). Memory stays one block's hashes whatever the version's size.
+    """
     if len(ids) == 0:
         from ..hashing import EMPTY_ROOT
 
         return EMPTY_ROOT.hex(), np.frombuffer(EMPTY_ROOT, dtype=ID_DTYPE)
+    block = max(HASH_BLOCK, 1 << level)
+    if len(ids) > block:
+        parts = []
+        for start in range(0, len(ids), block):
+            part = leaf_hashes(ids[start : start + block])
+            for _ in range(level):
+                part = _next_level(part)
+            parts.append(part)
+        cur = np.concatenate(parts)
+        kept = [cur]
+        while len(cur) > 1:
+            cur = _next_level(cur)
+            kept.append(cur)
+        return id_bytes(cur, 0).hex(), np.concatenate(kept)
     cur = leaf_hashes(ids)
     depth = 0
     kept: list[np.ndarray] = [cur] if level == 0 else []
@@ -205,11 +227,22 @@ def upper_levels(ids: np.ndarray, level: int = CACHE_LEVEL) -> tuple[str, np.nda
     return id_bytes(cur, 0).hex(), np.concatenate(kept)
 
 
+def weights_digest(ids: np.ndarray, weights: np.ndarray) -> str:
+    """``hashing.weights_sha256`` (each id, then its weight as a big-endian double), fed to SHA-256
+    ``HASH_BLOCK`` rows at a time instead of through one copy of the whole table."""
+    h = hashlib.sha256()
+    for start in range(0, len(ids), HASH_BLOCK):
+        end = min(start + HASH_BLOCK, len(ids))
+        rec = np.empty(end - start, dtype=[("id", "S32"), ("w", ">f8")])
+        rec["id"] = ids[start:end]
+        rec["w"] = weights[start:end]
+        h.update(memoryview(rec).cast("B"))
+    return h.hexdigest()
+
+
 def split_levels(nodes: np.ndarray, n: int, level: int = CACHE_LEVEL) -> list[np.ndarray]:
     out, at = [], 0
     for size in level_sizes(n, level):
         out.append(nodes[at : at + size])
         at += size
     return out
-
-
