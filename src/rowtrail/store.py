@@ -259,12 +259,13 @@ class Store:
 
         return remove(self, source=source, row_ids=row_ids, reason=reason, corpus=corpus)
 
-    def apply(self, steps: Any, corpus: str = "main", monitor: dict[str, Any] | None = None, dry_run: bool = False, progress: Any = None) -> ApplyReport:
+    def apply(self, steps: Any, corpus: str = "main", monitor: dict[str, Any] | None = None, dry_run: bool = False, progress: Any = None, engine: str = "local", address: str | None = None) -> ApplyReport:
         """Set the corpus pipeline (a list of ``rowtrail.steps`` or a ``Pipeline``), run it over the
-        input set and stage the result; ``dry_run`` only reports what it would do."""
+        input set and stage the result; ``dry_run`` only reports what it would do. ``engine="ray"``
+        runs the steps on Ray Data (``address``: a cluster to join; same results as ``"local"``)."""
         from .ops.apply import apply
 
-        return apply(self, steps, corpus=corpus, monitor=monitor, dry_run=dry_run, progress=progress)
+        return apply(self, steps, corpus=corpus, monitor=monitor, dry_run=dry_run, progress=progress, engine=engine, address=address)
 
     def optout(self, *, reason: str, source: str | None = None, key: str | None = None, content_hash: str | None = None, match: str | None = None, duplicates: str | None = None, corpus: str = "main", tag: str | None = None, sign: bool = True, steps: Any = None, purge: bool = False) -> dict[str, Any]:
         """Remove a consent holder's rows and their descendants, commit, register the request and

@@ -56,7 +56,7 @@ def init(path: Path | None = typer.Argument(None, help="Where to create the stor
     from .. import store as store_mod
 
     s = store_mod.init(path if path is not None else _STORE["path"])
-    render.out.print(f"Initialized rowtrail store in {s.path}")
+    render.out.print(f"Initialized rowtrail store in {s.url or s.path}")
 
 
 @app.command()

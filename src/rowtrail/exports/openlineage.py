@@ -294,6 +294,8 @@ def build_events(store: Store, v: Version, namespace: str | None = None) -> list
 
 
 def default_namespace(store: Store) -> str:
+    if "://" in store.url:  # an object store: its URL, not the local mirror
+        return "rowtrail://" + store.url.split("://", 1)[1].strip("/")
     return "rowtrail://" + store.path.resolve().as_posix().lstrip("/")
 
 
