@@ -68,3 +68,19 @@ def test_dedupe_exact_plan_sets_unique_prefixes_aside_without_changing_the_resul
     want = step._resolve(whole, _hash_groups(ids_column_to_numpy(whole.column("key"))))
     assert len(lost) == 110
     assert lost.tobytes() == want[0].tobytes() and into.tobytes() == want[1].tobytes()
+
+
+def test_memory_limit_reaches_duckdb_and_a_typo_is_an_actionable_error(monkeypatch, tmp_path) -> None:
+    import duckdb
+
+    from rowtrail.errors import RowtrailError
+    from rowtrail.memory import duckdb_config
+
+    monkeypatch.setenv("ROWTRAIL_MEMORY_LIMIT", "300MB")
+    con = duckdb.connect(config=duckdb_config(tmp_path))
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert limit.replace(" ", "").upper() in ("286.1MIB", "300.0MB", "300MB")
+    assert con.execute("SELECT current_setting('temp_directory')").fetchone()[0] == str(tmp_path)
+    monkeypatch.setenv("ROWTRAIL_MEMORY_LIMIT", "lots")
+    with pytest.raises(RowtrailError, match="ROWTRAIL_MEMORY_LIMIT='lots' is not a size"):
+        duckdb_config()

@@ -120,7 +120,9 @@ class LocalEngine:
         import duckdb
 
         # the engine's own queries over its own objects (user SQL runs elsewhere, without file access)
-        self._con = duckdb.connect(config={"threads": 2})
+        from ..memory import duckdb_config
+
+        self._con = duckdb.connect(config=duckdb_config(store.backend.ensure_tmp(), threads=2))
 
     # -- reading columns ---------------------------------------------------------------------------
     def _segment_schema(self, seg: int) -> pa.Schema:
@@ -285,6 +287,9 @@ class LocalEngine:
     # -- running -----------------------------------------------------------------------------------
     def run(self, pipeline: Pipeline, inputs: np.ndarray) -> RunResult:
         _, src, names = self.store.gather(inputs, want_sources=True, want_hashes=False)
+        # the store's cached whole-segment columns (the row ids the input set was built from: 32
+        # bytes a row) are not read again by the steps, which read segment by segment
+        self.store._columns.clear()
         frame = Frame(inputs, src, names)
         monitor = pipeline.monitor or {}
         exprs = [*monitor.get("numeric", []), *monitor.get("categorical", [])]

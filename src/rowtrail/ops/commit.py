@@ -65,6 +65,7 @@ def build_content(store: Store, corpus: str, rows: np.ndarray, inputs: np.ndarra
     same_inputs = same_ids and bool(np.array_equal(inputs, rows))
     inputs_root = root if same_ids else upper_levels(inputs["id"])[0]
     content_hashes, source_idx, source_names = store.gather(rows, want_sources=True)
+    store._columns.clear()  # whole-segment columns (row ids, content hashes): 64 bytes a row, not needed again
     distinct = distinct_sorted(content_hashes)
     del content_hashes  # 32 bytes a row: not kept while the rest is built
     content_root, content_nodes = upper_levels(distinct)

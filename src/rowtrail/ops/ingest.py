@@ -660,10 +660,12 @@ def _duplicate_keys(results: list[PartResult]) -> list[tuple[str, int, int, str,
     """(file, line, first line, source, key) for every repeat of a (source, key) within the ingest."""
     import duckdb
 
+    from ..memory import duckdb_config
+
     paths = [r.provenance for r in results if r.provenance]
     if not paths:
         return []
-    con = duckdb.connect()
+    con = duckdb.connect(config=duckdb_config(os.path.dirname(paths[0])))  # spills past the limit
     try:
         rows = con.execute(
             """
@@ -719,13 +721,16 @@ def publish(
     """Under the lock: compare with the corpus's rows, record supersessions, append the entry."""
     import duckdb
 
+    from ..versions.manifest import empty_records
     from .inputs import current_inputs
 
     backend = store.backend
     with store._write() as state:
         affected = sorted({s for r in results for s in r.sources})
-        current = current_inputs(store, state, corpus)
         segs = [s.seg for s in state.segments if set(s.sources) & set(affected)]
+        # the corpus's input set only matters when these sources already have rows (a new source's
+        # first ingest does not build it: at 20 M rows that is gigabytes of records and sorts)
+        current = current_inputs(store, state, corpus) if segs else empty_records()
         existing = current[np.isin(current["seg"], segs)] if len(current) and segs else current[:0]
         new_paths = [r.provenance for r in results if r.provenance]
         from .optout import refused_rows
@@ -744,8 +749,10 @@ def publish(
         drop_tables: list[pa.Table] = []
         edge_table: pa.Table | None = None
         if len(existing) and new_paths:
+            from ..memory import duckdb_config
+
             ex = _existing_keys(store, existing)
-            con = duckdb.connect()
+            con = duckdb.connect(config=duckdb_config(spec.tmp_dir))
             try:
                 con.register("ex", ex)
                 new = con.sql(f"SELECT row_id, source_id, source_key FROM read_parquet({new_paths!r})")
