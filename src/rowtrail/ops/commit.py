@@ -55,17 +55,32 @@ def author_name() -> str:
         return "unknown"
 
 
-def build_content(store: Store, corpus: str, rows: np.ndarray, inputs: np.ndarray, pipeline: list[str], policy: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The version content and the storage part of the manifest (chunks, Merkle caches)."""
+def inputs_part(store: Store, rows: np.ndarray, inputs: np.ndarray) -> tuple[str | None, list[list[Any]] | None]:
+    """The version's input set as stored: ``(inputs_root, chunks)``, None for what it shares with the
+    rows — the root when the ids are the same, the chunks when the records are (inputs always weigh
+    1.0; a pipeline that only reweights keeps the ids but not the records). Built before the rest, so
+    the caller can let the input set go (48 bytes a row) while the rows' digests are computed."""
+    same_ids = len(inputs) == len(rows) and bool(np.array_equal(inputs["id"], rows["id"]))
+    if same_ids and bool(np.array_equal(inputs, rows)):
+        return None, None
+    root = None if same_ids else upper_levels(inputs["id"])[0]
+    with store.backend.deferred_sync():
+        chunks = write_chunks(store.backend, inputs)
+    return root, chunks
+
+
+def build_content(
+    store: Store, corpus: str, rows: np.ndarray, inputs: tuple[str | None, list[list[Any]] | None], pipeline: list[str], policy: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The version content and the storage part of the manifest (chunks, Merkle caches); ``inputs``
+    is what ``inputs_part`` made of the input set."""
     ids = rows["id"]
     root, nodes = upper_levels(ids)
-    # the inputs share the rows' chunks only when they are the same records, weights included
-    # (inputs always weigh 1.0; a pipeline that only reweights keeps the ids but not the records)
-    same_ids = len(inputs) == len(rows) and bool(np.array_equal(inputs["id"], ids))
-    same_inputs = same_ids and bool(np.array_equal(inputs, rows))
-    inputs_root = root if same_ids else upper_levels(inputs["id"])[0]
+    inputs_root, inputs_chunks = inputs
+    inputs_root = inputs_root or root
+    store._columns.clear()  # whole-segment row ids the input set was read from: 32 bytes a row
     content_hashes, source_idx, source_names = store.gather(rows, want_sources=True)
-    store._columns.clear()  # whole-segment columns (row ids, content hashes): 64 bytes a row, not needed again
+    store._columns.clear()  # and their content hashes: 32 bytes a row, not read again
     distinct = distinct_sorted(content_hashes)
     del content_hashes  # 32 bytes a row: not kept while the rest is built
     content_root, content_nodes = upper_levels(distinct)
@@ -90,7 +105,7 @@ def build_content(store: Store, corpus: str, rows: np.ndarray, inputs: np.ndarra
         row_chunks = write_chunks(backend, rows)
         storage = {
             "rows": {"chunks": row_chunks, "level": CACHE_LEVEL, "nodes": backend.put_bytes(nodes.tobytes())},
-            "inputs": {"chunks": row_chunks if same_inputs else write_chunks(backend, inputs)},
+            "inputs": {"chunks": row_chunks if inputs_chunks is None else inputs_chunks},
             "contents": {
                 "chunks": write_chunks(backend, distinct),
                 "level": CACHE_LEVEL,
@@ -126,7 +141,6 @@ def commit_locked(store: Store, state: State, message: str, *, tag: str | None, 
     parent = state.heads.get(corpus)
     if staged.empty and parent is not None and not allow_empty:
         raise NothingToCommitError(f"nothing staged for corpus '{corpus}'; ingest, remove or apply first (see 'rowtrail status')")
-    inputs = current_inputs(store, state, corpus)
     defs = state.pipelines.get(corpus, [])
     step_ids = [d["step_id"] for d in defs]
     run_digest = reusable_run(state, corpus) if defs else None
@@ -134,6 +148,8 @@ def commit_locked(store: Store, state: State, message: str, *, tag: str | None, 
         # the input set changed since the last apply: run the pipeline now, recorded as its own
         # ``pipeline`` entry before the commit, so the version's journal_head covers the run
         run_digest = apply_locked(store, state, rebuild(store, state, corpus), corpus=corpus, progress=progress, strict=False).run
+    # the input set is built after a pipeline run here (which builds its own): one at a time in memory
+    inputs = current_inputs(store, state, corpus)
     if run_digest is not None:
         run_doc, rows = read_run(store, run_digest)
     else:
@@ -141,7 +157,9 @@ def commit_locked(store: Store, state: State, message: str, *, tag: str | None, 
     from .policy import admission
 
     policy_digest, admitted = admission(store, rows, override_policy)
-    content, storage = build_content(store, corpus, rows, inputs, step_ids, policy_digest)
+    stored_inputs = inputs_part(store, rows, inputs)
+    del inputs
+    content, storage = build_content(store, corpus, rows, stored_inputs, step_ids, policy_digest)
     content_id = hashlib.sha256(jcs(content)).hexdigest()
     record = {
         "content_id": content_id,
