@@ -55,15 +55,11 @@ def author_name() -> str:
         return "unknown"
 
 
-def inputs_part(store: Store, rows: np.ndarray, inputs: np.ndarray) -> tuple[str | None, list[list[Any]] | None]:
-    """The version's input set as stored: ``(inputs_root, chunks)``, None for what it shares with the
-    rows — the root when the ids are the same, the chunks when the records are (inputs always weigh
-    1.0; a pipeline that only reweights keeps the ids but not the records). Built before the rest, so
-    the caller can let the input set go (48 bytes a row) while the rows' digests are computed."""
-    same_ids = len(inputs) == len(rows) and bool(np.array_equal(inputs["id"], rows["id"]))
-    if same_ids and bool(np.array_equal(inputs, rows)):
-        return None, None
-    root = None if same_ids else upper_levels(inputs["id"])[0]
+def inputs_part(store: Store, inputs: np.ndarray) -> tuple[str, list[list[Any]]]:
+    """The version's input set as stored: its Merkle root and chunks. Built before the pipeline's
+    output is read, so the two are never in memory together (48 bytes a row each); when they hold the
+    same ids or records, the root or the chunk list is the rows' own (chunks are content-addressed)."""
+    root = upper_levels(inputs["id"])[0]
     with store.backend.deferred_sync():
         chunks = write_chunks(store.backend, inputs)
     return root, chunks
@@ -78,9 +74,8 @@ def build_content(
     root, nodes = upper_levels(ids)
     inputs_root, inputs_chunks = inputs
     inputs_root = inputs_root or root
-    store._columns.clear()  # whole-segment row ids the input set was read from: 32 bytes a row
     content_hashes, source_idx, source_names = store.gather(rows, want_sources=True)
-    store._columns.clear()  # and their content hashes: 32 bytes a row, not read again
+    store._columns.clear()  # the whole-segment content hashes: 32 bytes a row, not read again
     distinct = distinct_sorted(content_hashes)
     del content_hashes  # 32 bytes a row: not kept while the rest is built
     content_root, content_nodes = upper_levels(distinct)
@@ -148,17 +143,20 @@ def commit_locked(store: Store, state: State, message: str, *, tag: str | None, 
         # the input set changed since the last apply: run the pipeline now, recorded as its own
         # ``pipeline`` entry before the commit, so the version's journal_head covers the run
         run_digest = apply_locked(store, state, rebuild(store, state, corpus), corpus=corpus, progress=progress, strict=False).run
-    # the input set is built after a pipeline run here (which builds its own): one at a time in memory
+    # the input set is built after a pipeline run here (which builds its own), and stored and let go
+    # before the run's rows are read: one of the three in memory at a time
     inputs = current_inputs(store, state, corpus)
+    store._columns.clear()  # the whole-segment row ids it was read from: 32 bytes a row, not read again
+    stored_inputs: tuple[str | None, list[list[Any]] | None] = (None, None)  # no pipeline: the rows are the inputs
     if run_digest is not None:
+        stored_inputs = inputs_part(store, inputs)
+        del inputs
         run_doc, rows = read_run(store, run_digest)
     else:
         rows, run_doc = inputs, None
     from .policy import admission
 
     policy_digest, admitted = admission(store, rows, override_policy)
-    stored_inputs = inputs_part(store, rows, inputs)
-    del inputs
     content, storage = build_content(store, corpus, rows, stored_inputs, step_ids, policy_digest)
     content_id = hashlib.sha256(jcs(content)).hexdigest()
     record = {
