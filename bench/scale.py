@@ -12,7 +12,7 @@ larger — as ``bench/run.py`` measures) are recorded:
 6. ``diff``       — ``v2.provenance_set() - v1.provenance_set()``, both directions counted
 7. ``verify``     — ``s.verify(sample=1000, allow_unsigned=True)`` (``rowtrail verify --sample 1000``)
 
-    python bench/scale.py                         # 1 M, 10 M, 20 M rows (~1 h on 2 cores)
+    python bench/scale.py                         # 1 M, 10 M, 20 M rows (~25 min on 2 cores)
     python bench/scale.py --rows 1000000          # one size
     ROWTRAIL_MEMORY_LIMIT=2GB python bench/scale.py --rows 20000000
 
@@ -274,6 +274,7 @@ def main() -> None:
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "duckdb": duckdb.__version__,
         "memory_limit": os.environ.get("ROWTRAIL_MEMORY_LIMIT"),
+        "arrow_memory_pool": os.environ.get("ARROW_DEFAULT_MEMORY_POOL"),
         "load_start": os.getloadavg(),
     }
     results = [run_size(n, a.out, a.keep, phases, a.kill_above) for n in sizes]
