@@ -127,6 +127,31 @@ def sft_corpus(out_dir: Path, rows: int, sources: int, seed: int = 0) -> Path:
 DIFF_SOURCES_V1 = 10  # v1 = sources 0..9; v2 = v1 - source 0 + source 10, so 90 % is shared
 
 
+def cross_source_duplicates(path: Path, dest: Path) -> Path:
+    """Every 50th row of an ``sft_corpus`` file again, under another source and key: exact content
+    duplicates across sources, for the dedupe steps. Written once (via a temporary file)."""
+    if not dest.exists():
+        tmp = dest.with_suffix(".tmp")
+        with open(path) as fh, open(tmp, "w") as w:
+            for i, line in enumerate(fh):
+                if i % 50 == 0:
+                    rec = json.loads(line)
+                    rec["id"] = "dup-" + rec["id"]
+                    rec["source"] = "src-199" if rec["source"] != "src-199" else "src-198"
+                    w.write(json.dumps(rec) + "\n")
+        tmp.rename(dest)
+    return dest
+
+
+def append_result(out_dir: Path, key: str, entry: dict) -> Path:
+    """Append one benchmark's result under ``key`` in ``out_dir/results.json`` (kept across runs)."""
+    path = Path(out_dir) / "results.json"
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    doc.setdefault(key, []).append(entry)
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
 def diff_source_ids() -> list[str]:
     return [f"dsrc-{k:02d}" for k in range(DIFF_SOURCES_V1 + 1)]
 

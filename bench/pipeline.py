@@ -47,14 +47,7 @@ def build_store(rows: int, out: Path) -> Path:
     for k in range(200):
         s.sources.add(f"src-{k:03d}", kind="partner-dump", license="CC-BY-4.0", legal_basis="contract")
     # every 50th row again under another source: exact duplicates across sources for the dedupe
-    dup = out / f"pipeline-dups-{rows}.jsonl"
-    with open(path) as fh, open(dup, "w") as w:
-        for i, line in enumerate(fh):
-            if i % 50 == 0:
-                rec = json.loads(line)
-                rec["id"] = "dup-" + rec["id"]
-                rec["source"] = "src-199" if rec["source"] != "src-199" else "src-198"
-                w.write(json.dumps(rec) + "\n")
+    dup = corpus.cross_source_duplicates(path, out / f"pipeline-dups-{rows}.jsonl")
     opts = dict(source_field="source", key_field="id", content_fields=["prompt", "response"], attributes={"teacher": "teacher", "lane": "lane", "score": "score"})
     s.ingest(str(path), **opts)
     s.ingest(str(dup), **opts)

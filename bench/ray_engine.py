@@ -47,18 +47,7 @@ def corpus_files(rows: int, out: Path) -> list[Path]:
     import corpus
 
     path = corpus.sft_corpus(out / "data", rows, 200, 0)
-    dup = out / "data" / f"ray-bench-dups-{rows}.jsonl"
-    if not dup.exists():
-        tmp = dup.with_suffix(".tmp")
-        with open(path) as fh, open(tmp, "w") as w:
-            for i, line in enumerate(fh):
-                if i % 50 == 0:
-                    rec = json.loads(line)
-                    rec["id"] = "dup-" + rec["id"]
-                    rec["source"] = "src-199" if rec["source"] != "src-199" else "src-198"
-                    w.write(json.dumps(rec) + "\n")
-        tmp.rename(dup)
-    return [path, dup]
+    return [path, corpus.cross_source_duplicates(path, out / "data" / f"ray-bench-dups-{rows}.jsonl")]
 
 
 def warm_page_cache(files: list[Path]) -> None:
@@ -168,10 +157,9 @@ def main() -> None:
         "same_content_id": local["content_id"] == remote["content_id"],
         "same_run": local["run"] == remote["run"],
     }
-    results = out / "results.json"
-    doc = json.loads(results.read_text()) if results.exists() else {}
-    doc.setdefault("ray_engine", []).append(result)
-    results.write_text(json.dumps(doc, indent=2))
+    import corpus
+
+    corpus.append_result(out, "ray_engine", result)
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
     if a.json:

@@ -291,10 +291,9 @@ def main() -> None:
     print(
         f"peak RSS bound {BOUND_MB} MB: worst {worst[0]:.0f} MB ({worst[1]} at {worst[2]:,} rows) → {'PASS' if worst[0] <= BOUND_MB else 'MISS'}"
     )
-    path = a.out / "results.json"
-    doc = json.loads(path.read_text()) if path.exists() else {}
-    doc.setdefault("scale", []).append({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine, "sizes": results})
-    path.write_text(json.dumps(doc, indent=2))
+    import corpus
+
+    corpus.append_result(a.out, "scale", {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine, "sizes": results})
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import append_result  # noqa: E402  (bench/corpus.py)
+
 import rowtrail as rt  # noqa: E402
 from rowtrail import search  # noqa: E402
 
@@ -284,10 +287,7 @@ def main() -> None:
         },
         "embedding": embed,
     }
-    results = out / "results.json"
-    doc = json.loads(results.read_text()) if results.exists() else {}
-    doc.setdefault("search", []).append(result)
-    results.write_text(json.dumps(doc, indent=2))
+    append_result(out, "search", result)
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
     if a.json:

@@ -209,8 +209,8 @@ class _Loaded:
         return self.store.version_rows(self.version_id)
 
 
-class SpanIndex(_Loaded):
-    """Exact n-gram lookups over the version's tokens: a suffix array with a row-offset table."""
+class _Tokenized(_Loaded):
+    """An index over token ids: its pinned tokenizer and its vocabulary."""
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
@@ -219,6 +219,10 @@ class SpanIndex(_Loaded):
     @cached_property
     def vocab(self) -> Vocab:
         return load_vocab(self.store, self.manifest["objects"])
+
+
+class SpanIndex(_Tokenized):
+    """Exact n-gram lookups over the version's tokens: a suffix array with a row-offset table."""
 
     @cached_property
     def tokens(self) -> np.ndarray:
@@ -358,16 +362,8 @@ class SpanIndex(_Loaded):
         return uniq, n
 
 
-class LexicalIndex(_Loaded):
+class LexicalIndex(_Tokenized):
     """BM25 over rows (bm25s's "lucene" variant): per-(term, row) scores precomputed in CSC form."""
-
-    @cached_property
-    def tokenizer(self) -> Tokenizer:
-        return Tokenizer.from_config(self.manifest["tokenizer"], self.store)
-
-    @cached_property
-    def vocab(self) -> Vocab:
-        return load_vocab(self.store, self.manifest["objects"])
 
     @cached_property
     def csc(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
