@@ -162,7 +162,8 @@ def attribute_examples(
     # ψ per feature block: at the weights of the latest checkpoint at or before the block's step
     # (TracIn's test gradient at each checkpoint), or with the model as passed
     use = sorted(checkpoints, key=lambda c: c["step"]) if weights != "final" else []
-    which = [max((k for k, c in enumerate(use) if c["step"] <= b["step"]), default=-1) for b in blocks]
+    kept_steps = np.array([c["step"] for c in use], dtype=np.int64)
+    which = (np.searchsorted(kept_steps, [b["step"] for b in blocks], side="right") - 1).tolist()
     psis: dict[int, np.ndarray] = {}
     for k in sorted(set(which)):
         at = model if k < 0 else run.model_at(model, use[k]["step"])
