@@ -160,13 +160,40 @@ def _peak_rss_bytes() -> int:
     return 0
 
 
+def _watch_peaks(out: dict, step_mb: int = 64) -> threading.Event:
+    """With ``ROWTRAIL_BENCH_PROFILE=1``: sample this process's RSS every 20 ms and keep the main
+    thread's stack at each new peak (every ``step_mb`` MB higher), to say which code holds the peak."""
+    import psutil
+
+    main_id, me, stop = threading.main_thread().ident, psutil.Process(), threading.Event()
+    peaks: list = []
+    out["profile"] = peaks
+
+    def watch() -> None:
+        top = 0
+        while not stop.wait(0.02):
+            rss = me.memory_info().rss
+            if rss > top + step_mb * 2**20:
+                top = rss
+                frame = sys._current_frames().get(main_id)
+                stack = traceback.format_stack(frame)[-8:] if frame is not None else []
+                peaks.append({"rss_mb": round(rss / 2**20), "stack": [" ".join(x.split()) for x in stack]})
+
+    threading.Thread(target=watch, daemon=True).start()
+    return stop
+
+
 def child_main(name: str, args_path: str, result_path: str) -> None:
     out: dict = {}
+    stop = _watch_peaks(out) if os.environ.get("ROWTRAIL_BENCH_PROFILE") else None
     try:
         phase(name, json.loads(Path(args_path).read_text()), out)
     except BaseException as e:  # reported in the table, never fatal to the harness
         traceback.print_exc()
         out["error"] = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+    if stop is not None:
+        stop.set()
+        out["profile"] = out["profile"][-6:]
     out["self_peak_rss_bytes"] = _peak_rss_bytes()
     Path(result_path).write_text(json.dumps(out, default=str))
 

@@ -322,9 +322,7 @@ class LocalEngine:
         needs = step.needs
         plan = None
         if step.scope == "global":
-            feats = self._features(frame, step, needs, found, stage)
-            plan = step.plan(pa.Table.from_batches(feats)) if feats else None  # no rows: no batches to decide
-            del feats  # the plan is what the batches need; the features would stay for the whole step
+            plan = self._plan(frame, step, needs, found, stage)
             needs = getattr(step, "apply_needs", frozenset())
             found.update(needs)
         kept_pos: list[np.ndarray] = []
@@ -378,6 +376,12 @@ class LocalEngine:
             report={},
         )
         return out, run
+
+    def _plan(self, frame: Frame, step: Step, needs: frozenset[str], found: set[str], stage: str) -> Any:
+        """A global step's plan from the features of every batch (None for no rows: no batches to
+        decide). Only the plan outlives this call, not the features."""
+        feats = self._features(frame, step, needs, found, stage)
+        return step.plan(pa.Table.from_batches(feats)) if feats else None
 
     def _features(self, frame: Frame, step: Step, needs: frozenset[str], found: set[str], stage: str) -> list[pa.RecordBatch]:
         """A global step's features of every batch, in frame order (the input of ``step.plan``)."""
