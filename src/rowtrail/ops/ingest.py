@@ -1,7 +1,8 @@
 """Ingest: read rows, map values, hash content, assign row ids, and stage them with provenance.
 
 The heavy work (parse, canonicalize, hash, write Parquet) runs without the store lock, in parallel
-worker processes for large JSONL files. Then, under the lock, the new rows are compared with the
+worker processes for large JSONL files (or, with ``engine="ray"``, in Ray tasks on a local Ray or a
+cluster: same parts, same files, same code). Then, under the lock, the new rows are compared with the
 corpus's current input set (same key and content: a no-op; same key, new content: the old row is
 superseded), and one ``ingest`` journal entry publishes everything. Until that entry is written
 nothing is visible; on any error the temporary files are removed and the store is unchanged.
@@ -478,8 +479,33 @@ def run_parts(spec: IngestSpec, parts: list[Part], tables: list[Any], workers: i
     return [r for r in out if r is not None]
 
 
+def ray_workers(address: str | None = None) -> int:
+    """How many parts a Ray ingest plans for at least: the CPUs of the Ray it joins (or starts)."""
+    from ..engines.ray import ensure_ray
+
+    ray = ensure_ray(address)
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def run_parts_on_ray(
+    spec: IngestSpec, parts: list[Part], tables: list[Any], progress: Callable[[int], None] | None, address: str | None
+) -> list[PartResult]:
+    """``run_parts`` with each part read by a Ray task (``engines.ray.run_ingest_parts``). A bad row
+    comes back as the part's error, as from a local worker; a task Ray could not run (its worker died
+    more often than Ray retries, the cluster went away) is an IngestError."""
+    from ..engines.ray import ray_module, run_ingest_parts
+
+    ray = ray_module()
+    try:
+        return run_ingest_parts(spec, parts, tables, progress, address)
+    except ray.exceptions.RayError as exc:
+        raise IngestError(f"an ingest task failed on Ray: {exc}") from None
+
+
 # --------------------------------------------------------------------------------------------------
 # The verb
+
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -528,9 +554,20 @@ def ingest(
     yes: bool = False,
     workers: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    engine: str = "local",
+    address: str | None = None,
 ) -> IngestReport:
+    """Ingest files and tables (the module docstring says how). ``engine="ray"`` reads the input
+    parts as Ray tasks (a local Ray, or the cluster at ``address``) instead of local worker processes;
+    ``workers`` then defaults to the cluster's CPU count. The parts depend only on the inputs and
+    ``workers``, so a Ray ingest writes the same objects and the same journal entry as a local ingest
+    with the same ``workers`` (and the same rows, row ids and ``content_id`` with any ``workers``)."""
     from ..versions.journal import now_rfc3339
 
+    if engine not in ENGINES:
+        raise IngestError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if address and engine != "ray":
+        raise IngestError("--address is for the Ray engine; add --engine ray")
     if (source is None) == (source_field is None):
         raise IngestError("give exactly one of source= (every row from one source) or source_field= (a column naming it)")
     taken = set(PROVENANCE_BASE.names)
@@ -547,7 +584,8 @@ def ingest(
     items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     if not items:
         raise IngestError("nothing to ingest: give at least one file or table")
-    workers = default_workers() if workers is None else workers
+    if workers is None:
+        workers = ray_workers(address) if engine == "ray" else default_workers()
     spill: list[str] = []  # temporary files that hand in-memory tables to workers
     table_files: list[dict[str, Any]] = []
     parts: list[Part] = []
@@ -603,7 +641,10 @@ def ingest(
 
     tmp_files = spill
     try:
-        results = run_parts(spec, parts, tables, workers, tick)
+        if engine == "ray":
+            results = run_parts_on_ray(spec, parts, tables, tick, address)
+        else:
+            results = run_parts(spec, parts, tables, workers, tick)
         hasher.join()
         tmp_files = [p for r in results for p in (r.provenance, r.content) if p] + spill
         errors = [r.error for r in results if r.error]
