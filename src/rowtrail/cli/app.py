@@ -100,10 +100,24 @@ def ingest(
     on_error: str = typer.Option("raise", "--on-error", help="raise: stop at the first bad row; quarantine: record bad rows and go on."),
     replace: bool = typer.Option(False, "--replace", help="This ingest is the source's whole content: drop its rows not in it."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Confirm a --replace that drops more than 1 % of a source."),
-    workers: int | None = typer.Option(None, "--workers", help="Parallel readers (default: CPU count)."),
+    workers: int | None = typer.Option(None, "--workers", help="Parallel readers (default: CPU count; with --engine ray, the cluster's)."),
+    engine: str = typer.Option(
+        "local",
+        "--engine",
+        help="Where the input is read: 'local' (worker processes) or 'ray' (Ray tasks; pip install 'rowtrail[ray]'). Same rows either way.",
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="With --engine ray: the Ray cluster to join ('auto', 'ray://HOST:10001'); default: a local Ray."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Ingest rows with per-row provenance (staged until 'rowtrail commit')."""
+    from ..ops.ingest import ENGINES
+
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"--engine is one of {', '.join(ENGINES)}", param_hint="--engine")
+    if address and engine != "ray":
+        raise typer.BadParameter("--address needs --engine ray", param_hint="--address")
     s = open_store()
     with render.progress("ingest", not as_json) as bar:
         rep = s.ingest(
@@ -121,6 +135,8 @@ def ingest(
             yes=yes,
             workers=workers,
             progress=bar,
+            engine=engine,
+            address=address,
         )
     if as_json:
         render.print_json(rep.to_dict())
