@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -226,45 +227,179 @@ def test_cli_apply_on_a_ray_cluster_stages_the_same_run_as_the_local_engine(ray_
     assert "--engine ray" in cli(local, "--address", address, code=2).stderr
 
 
-@pytest.mark.slow  # ~12 s; `rowtrail ingest` does not take --engine yet (the bench uses this path)
-def test_ingest_parts_read_by_ray_tasks_give_the_same_rows_and_version(ray_session, tmp_path, rowtrail_home, write_jsonl, monkeypatch):
-    import rowtrail.ops.ingest as ingest_mod
-    import rowtrail.readers as readers
-    from rowtrail.engines.ray import run_ingest_parts
+# -- ingest on Ray ------------------------------------------------------------------------------------
+# An ingest's id and the provenance column ``ingested_at`` come from the clock, so two ingests of the
+# same input differ in those bytes whatever the engine; these tests pin the clock (one fixed instant
+# for both engines) and then ask for the same objects, byte for byte.
 
-    monkeypatch.setattr(readers, "SPLIT_BYTES", 1)  # cut the file into several parts …
-    monkeypatch.setattr(readers, "PART_BYTES", 4096)  # … of about 4 KB each
-    rows = make_rows(200, "alpha") + make_rows(40, "beta")
+INGEST_AT = "2026-01-02T03:04:05.000006Z"
+INGEST_OPTS = dict(source_field="src", key_field="id", content_fields=["prompt", "response"], attributes=["lane", "score"], workers=2)
+
+
+def file_rows(n: int, prefix: str, tag: str) -> list[dict]:
+    rows = make_rows(n, prefix)
     for r in rows:
-        r["src"] = r["id"].split("-")[0]
-    path = write_jsonl(rows, "mixed.jsonl")
-    opts = dict(source_field="src", key_field="id", content_fields=["prompt", "response"], attributes=["lane", "score"], workers=2)
-    versions, parts = [], []
+        r["id"], r["src"] = f"{tag}-{r['id']}", prefix
+    return rows
+
+
+@pytest.fixture
+def ingest_inputs(write_jsonl, monkeypatch):
+    """Three JSONL files, one of them cut into many parts (parts of ~4 KB), and the clock pinned."""
+    import rowtrail.readers as readers
+    import rowtrail.versions.journal as journal
+
+    monkeypatch.setattr(readers, "SPLIT_BYTES", 4096)  # the two small files stay one part each …
+    monkeypatch.setattr(readers, "PART_BYTES", 4096)  # … the big one is cut into parts of ~4 KB
+    monkeypatch.setattr(journal, "now_rfc3339", lambda: INGEST_AT)
+    files = [
+        write_jsonl(file_rows(30, "alpha", "a"), "a.jsonl"),
+        write_jsonl(file_rows(20, "beta", "b"), "b.jsonl"),
+        write_jsonl(file_rows(200, "alpha", "m") + file_rows(40, "beta", "m"), "mixed.jsonl"),
+    ]
+    return files
+
+
+@pytest.fixture
+def ray_parts(monkeypatch):
+    """Counts the parts each Ray ingest hands to ``engines.ray.run_ingest_parts`` (proof that the
+    Ray path ran, and how many tasks it made)."""
+    import rowtrail.engines.ray as ray_engine
+
+    calls: list[int] = []
+    real = ray_engine.run_ingest_parts
+
+    def counted(spec, parts, tables, progress=None, address=None):
+        calls.append(len(parts))
+        return real(spec, parts, tables, progress, address)
+
+    monkeypatch.setattr(ray_engine, "run_ingest_parts", counted)
+    return calls
+
+
+def new_store(path):
+    s = rt.init(path)
+    for src in ("alpha", "beta"):
+        s.sources.add(src, kind="partner-dump", license="CC-BY-4.0", legal_basis="contract")
+    return s
+
+
+def staged_row_ids(store) -> list[bytes]:
+    return [
+        i
+        for entry in ingest_entries(store)
+        for seg in entry["segments"]
+        for i in pq.read_table(store.backend.object_path(seg["provenance"]), columns=["row_id"]).column("row_id").to_pylist()
+    ]
+
+
+def ingest_entries(store) -> list[dict]:
+    """The store's ingest journal entries without the chain fields (``prev`` names the previous
+    entry, whose ``at`` is the source registration's time)."""
+    return [{k: v for k, v in e.items() if k not in ("prev", "at")} for e in store.state.entries if e["kind"] == "ingest"]
+
+
+def test_ray_ingest_writes_the_same_objects_and_journal_entries_as_the_local_ingest(
+    ray_session, ingest_inputs, ray_parts, tmp_path, write_jsonl
+):
+    changed = [{**r, "response": r["response"] + " (revised)"} for r in file_rows(5, "alpha", "a")]
+    again = write_jsonl(changed, "revised.jsonl")  # the second ingest supersedes five rows
+    stores = {}
     for engine in ("local", "ray"):
-        s = rt.init(tmp_path / f"store-{engine}")
-        for src in ("alpha", "beta"):
-            s.sources.add(src, kind="partner-dump", license="CC-BY-4.0", legal_basis="contract")
-        if engine == "ray":
-            monkeypatch.setattr(
-                ingest_mod,
-                "run_parts",
-                lambda spec, p, tables, workers, progress=None: parts.append(len(p)) or run_ingest_parts(spec, p, tables, progress),
-            )
-        rep = s.ingest(path, **opts)
-        assert rep.rows == len(rows)
-        versions.append((s.commit(engine, sign=False), s.rows(version="HEAD").sort_by("row_id")))
-    assert parts and parts[0] > 4  # the Ray ingest read many parts
-    (v_l, rows_l), (v_r, rows_r) = versions
-    assert v_l.content_id == v_r.content_id
-    keep = [c for c in rows_l.column_names if c not in ("ingest_id", "ingested_at")]
-    assert rows_l.select(keep).equals(rows_r.select(keep))
-    # a bad line in one part is reported with its file and line, as by the local ingest
+        s = new_store(tmp_path / f"store-{engine}")
+        first = s.ingest([str(f) for f in ingest_inputs], engine=engine, **INGEST_OPTS)
+        second = s.ingest(str(again), engine=engine, **INGEST_OPTS)
+        assert (first.rows, second.rows, second.superseded, second.new) == (290, 5, 5, 0)
+        stores[engine] = (s, first, second)
+    (local, l1, l2), (remote, r1, r2) = stores["local"], stores["ray"]
+    assert ray_parts and ray_parts[0] > 6  # the Ray ingest ran, over many parts (2 files + the cut one)
+    assert l1.to_dict() == r1.to_dict() and l2.to_dict() == r2.to_dict()
+    entries = ingest_entries(local)
+    assert entries == ingest_entries(remote) and len(entries[0]["segments"]) == ray_parts[0]
+    for entry in entries:  # every object an entry names is in both stores, with the same bytes
+        digests = [d for seg in entry["segments"] for d in (seg["provenance"], seg["content"])]
+        digests += [entry[k] for k in ("drops", "edges") if entry[k]]
+        for d in digests:
+            assert local.backend.object_path(d).read_bytes() == remote.backend.object_path(d).read_bytes()
+    assert entries[1]["drops"] and entries[1]["edges"]
+    v_l, v_r = local.commit("local ingest", sign=False), remote.commit("ray ingest", sign=False)
+    assert v_l.content_id == v_r.content_id and v_l.row_count == 290
+    ids_l = local.rows(version="HEAD").column("row_id").to_pylist()
+    assert sorted(ids_l) == sorted(remote.rows(version="HEAD").column("row_id").to_pylist())
+    assert remote.verify(allow_unsigned=True).ok
+
+
+def test_ray_ingest_reports_bad_input_and_quarantines_as_the_local_ingest(ray_session, ingest_inputs, ray_parts, tmp_path):
+    mixed = ingest_inputs[2]
+    lines = mixed.read_text().splitlines()
+    lines[150] = '{"id": "broken", '  # not JSON, in a middle part
+    lines[170] = json.dumps({"id": "m-alpha-x", "src": "alpha", "prompt": "no response field"})
+    lines[190] = lines[20]  # a duplicate key
     bad = tmp_path / "bad.jsonl"
-    lines = path.read_text().splitlines()
-    lines[150] = '{"id": "broken", '
     bad.write_text("\n".join(lines) + "\n")
-    with pytest.raises(rt.errors.IngestError, match=r"bad.jsonl.*151|151.*bad.jsonl"):
-        s.ingest(bad, **opts)
+    errors, entries = {}, {}
+    for engine in ("local", "ray"):
+        s = new_store(tmp_path / f"store-{engine}")
+        with pytest.raises(rt.errors.IngestError) as exc:
+            s.ingest([str(ingest_inputs[0]), str(bad)], engine=engine, **INGEST_OPTS)
+        errors[engine] = (str(exc.value), exc.value.file, exc.value.line, exc.value.field)
+        assert not [e for e in s.state.entries if e["kind"] == "ingest"]  # nothing staged
+        rep = s.ingest([str(ingest_inputs[0]), str(bad)], engine=engine, on_error="quarantine", **INGEST_OPTS)
+        assert (rep.rows, rep.quarantined) == (30 + 240 - 3, 3)
+        entries[engine] = (ingest_entries(s), s.backend.object_path(ingest_entries(s)[0]["quarantine"]).read_bytes())
+    assert errors["local"] == errors["ray"] and errors["ray"][1:3] == (str(bad), 151)
+    assert len(ray_parts) == 2 and entries["local"] == entries["ray"]  # same entry, same quarantine table
+    quarantined = pq.read_table(pa.BufferReader(entries["ray"][1])).to_pylist()
+    assert [(q["origin_line"], q["field"]) for q in quarantined] == [(151, ""), (171, "response"), (191, "id")]
+
+
+def test_cli_ingest_on_a_ray_cluster_stages_the_same_rows_as_the_local_ingest(ray_session, ingest_inputs, tmp_path):
+    env = dict(os.environ, COLUMNS="200")
+    args = [
+        "ingest",
+        *map(str, ingest_inputs),
+        "--source-field",
+        "src",
+        "--key-field",
+        "id",
+        "--content-fields",
+        "prompt,response",
+        "--workers",
+        "2",
+    ]
+
+    def cli(store, *extra, code=0):
+        p = subprocess.run(
+            [sys.executable, "-m", "rowtrail", "--store", str(store.path), *args, *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert p.returncode == code, p.stderr
+        return p
+
+    local, remote = new_store(tmp_path / "store-local"), new_store(tmp_path / "store-ray")
+    address = ray.get_runtime_context().gcs_address
+    rep_l = json.loads(cli(local, "--json").stdout)
+    rep_r = json.loads(cli(remote, "--engine", "ray", "--address", address, "--json").stdout)
+    assert rep_r["rows"] == rep_l["rows"] == 290 and rep_r["sources"] == rep_l["sources"] == {"alpha": 230, "beta": 60}
+    segs = [[(g["rows"], g["sources"]) for g in ingest_entries(rt.open(s.path))[0]["segments"]] for s in (local, remote)]
+    assert segs[0] == segs[1] and len(segs[0]) > 2  # the same parts (the clock differs between processes)
+    ids = [sorted(staged_row_ids(rt.open(s.path))) for s in (local, remote)]
+    assert ids[0] == ids[1] and len(ids[0]) == 290
+    assert "--engine ray" in cli(local, "--address", address, code=2).stderr
+    assert "--engine is one of local, ray" in cli(local, "--engine", "spark", code=2).stderr
+
+
+def test_ingest_engine_and_address_are_checked_before_any_work(tmp_store, write_jsonl):
+    tmp_store.sources.add("alpha", kind="partner-dump", license="CC-BY-4.0", legal_basis="contract")
+    path = write_jsonl(file_rows(3, "alpha", "a"), "a.jsonl")
+    with pytest.raises(rt.errors.IngestError, match="unknown engine 'spark'; use one of local, ray"):
+        tmp_store.ingest(path, engine="spark", **INGEST_OPTS)
+    with pytest.raises(rt.errors.IngestError, match="--address is for the Ray engine; add --engine ray"):
+        tmp_store.ingest(path, address="auto", **INGEST_OPTS)
+    assert not [e for e in tmp_store.state.entries if e["kind"] == "ingest"]
 
 
 def bad_rewrite(value):
