@@ -23,7 +23,22 @@ A step never knows which engine runs it. A **row-local** step (``scope = "row"``
 from that row alone, so any batch split gives the same answer. A **global** step (``scope =
 "global"``: dedupe, mixing) first maps every batch to small per-row ``features`` (engine-agnostic,
 batch-wise), sees all features once in ``plan`` (the only place with a global view), and then decides
-each batch with the plan in ``apply``. Batches carry the columns a step names in ``needs``:
+each batch with the plan in ``apply``. A global step may say how its plan decomposes, so an engine
+never has to hold every row's features at once (``engines/partition.py`` plans this way):
+
+- **by partitions** (``partition_by``: a features column): rows whose values of that column differ
+  never affect each other's decisions. An engine may split the features by a hash of that column
+  modulo any P, plan each part from its own rows alone, and combine the parts' plans with
+  ``merge_plans``, which must give exactly the plan ``plan`` gives over all features, whatever P
+  and however rows fall into parts (dedupe_exact: its key);
+- **by partials** (``by_partials = True``): the plan needs only a small summary of the
+  features. ``partial`` maps one features batch to a summary, and ``plan_from_partials`` turns the
+  summaries of every batch (in any grouping) into exactly the plan ``plan`` gives (mix: row counts
+  per group);
+- otherwise the plan sees all features at once (dedupe_near: its LSH bands link rows whose keys
+  share nothing, so no key splits its groups).
+
+Batches carry the columns a step names in ``needs``:
 
 - ``row_id`` (32 bytes), ``weight`` (float64), ``source_id``, ``source_snapshot``, ``source_key``,
   ``content_sha256`` (32 bytes), ``ingest_id``, ``ingested_at``, ``ingest_seq`` (the journal entry
@@ -142,12 +157,28 @@ class Step:
         expression reads the columns it names only through it."""
         return ()
 
+    # global steps whose plan decomposes say how (module docstring); both are off by default
+    partition_by: ClassVar[str | None] = None  # a features column rows of different values never interact by
+    by_partials: ClassVar[bool] = False  # the plan is built from per-batch ``partial`` summaries
+
     # row-local steps implement apply(batch, out); global steps implement features/plan/apply
     def features(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         return batch
 
     def plan(self, features: pa.Table) -> Any:
         return None
+
+    def merge_plans(self, plans: list[Any]) -> Any:
+        """The plan over all features from the plans of its parts (a step with ``partition_by``)."""
+        raise NotImplementedError(f"step '{self.name}' has partition_by but no merge_plans")
+
+    def partial(self, features: pa.RecordBatch) -> Any:
+        """A small summary of one features batch (a step with ``by_partials``)."""
+        raise NotImplementedError(f"step '{self.name}' plans from partials but has no partial")
+
+    def plan_from_partials(self, partials: list[Any]) -> Any:
+        """The plan from the summaries of every features batch (a step with ``by_partials``)."""
+        raise NotImplementedError(f"step '{self.name}' plans from partials but has no plan_from_partials")
 
     def apply(self, batch: pa.RecordBatch, out: Changes, plan: Any = None) -> None:
         raise NotImplementedError

@@ -301,8 +301,22 @@ class Mix(Step):
     def features(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         return pa.RecordBatch.from_arrays([batch.column("row_id"), batch.column(self.by).cast(pa.string())], names=["row_id", "group"])
 
+    by_partials = True  # the plan needs only the rows per group: engines sum them batch by batch
+
+    def partial(self, features: pa.RecordBatch | pa.Table) -> dict[str, int]:
+        """Rows per group (null groups are not counted: they keep or drop by ``others``)."""
+        col = features.column("group")
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        return {str(k["values"]): int(k["counts"]) for k in pc.value_counts(col).to_pylist() if k["values"] is not None}
+
     def plan(self, features: pa.Table) -> dict[str, float]:
-        counts = {str(k["values"]): int(k["counts"]) for k in pc.value_counts(features.column("group").combine_chunks()).to_pylist() if k["values"] is not None}
+        return self.plan_from_partials([self.partial(features)])
+
+    def plan_from_partials(self, partials: list[dict[str, int]]) -> dict[str, float]:
+        counts: dict[str, int] = {}
+        for part in partials:
+            for g, n in part.items():
+                counts[g] = counts.get(g, 0) + n
         present = {g: p for g, p in self.targets.items() if p > 0}
         missing = [g for g in present if counts.get(g, 0) == 0]
         if missing:
@@ -415,6 +429,9 @@ class DedupeExact(_Dedupe):
 
     kind = "dedupe_exact"
     helpers: ClassVar[tuple[Any, ...]] = (keep_order, survivors, _hash_groups, _prefix_repeats)
+    # rows with different keys never decide each other: a group's survivor is the best-ranked of
+    # its own rows, and ranks compare the rows' own (priority, ingest, id) — so plans by key parts merge
+    partition_by = "key"
 
     def __init__(self, on: str = "content_sha256", *, keep: str = "source-priority", priority: Sequence[str] | None = None, name: str | None = None, version: str | None = None):
         self.on = on
@@ -443,10 +460,24 @@ class DedupeExact(_Dedupe):
             groups = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         return self._resolve(features, groups)
 
+    def merge_plans(self, plans: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """The plans of key partitions as one: every loser (in exactly one part) with its survivor, sorted."""
+        plans = [p for p in plans if p is not None]
+        if not plans:
+            return np.empty(0, ID_DTYPE), np.empty(0, ID_DTYPE)
+        lost = np.concatenate([p[0] for p in plans])
+        into = np.concatenate([p[1] for p in plans])
+        order = sort_ids(lost)
+        return lost[order], into[order]
+
 
 class DedupeNear(_Dedupe):
     """Drop near duplicates (MinHash LSH over word shingles of one or more content fields, estimated
-    Jaccard ≥ ``threshold``) with the same merge semantics as ``dedupe_exact``."""
+    Jaccard ≥ ``threshold``) with the same merge semantics as ``dedupe_exact``.
+
+    Its plan sees every signature at once (no ``partition_by``): LSH bands link rows whose bands
+    agree anywhere, and a group can chain through rows that share no one band value, so no single
+    key splits the groups. An engine holds its features (512 B a row at 128 permutations) whole."""
 
     kind = "dedupe_near"
     helpers = (keep_order, survivors, "rowtrail.steps.minhash")
