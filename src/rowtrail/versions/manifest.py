@@ -246,3 +246,53 @@ def split_levels(nodes: np.ndarray, n: int, level: int = CACHE_LEVEL) -> list[np
         out.append(nodes[at : at + size])
         at += size
     return out
+
+
+class MerkleBuilder:
+    """``upper_levels`` fed in pieces: ids in order through ``add``, then ``finish`` gives the same root
+    and levels. Leaves are hashed ``HASH_BLOCK`` at a time up to ``level`` (as ``upper_levels`` does),
+    so it holds one block of ids and the level-``level`` nodes (N / 2^level hashes), never N leaves."""
+
+    def __init__(self, level: int = CACHE_LEVEL):
+        self.level = level
+        self.block = max(HASH_BLOCK, 1 << level)
+        self.count = 0
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
+        self._parts: list[np.ndarray] = []
+
+    def add(self, ids: np.ndarray) -> None:
+        """The next ids of the sorted list (any number)."""
+        self.count += len(ids)
+        while len(ids):
+            take = min(len(ids), self.block - self._pending_n)
+            self._pending.append(ids[:take])
+            self._pending_n += take
+            ids = ids[take:]
+            if self._pending_n == self.block:
+                self._flush()
+
+    def _flush(self) -> None:
+        block = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+        self._pending, self._pending_n = [], 0
+        part = leaf_hashes(block)
+        del block
+        for _ in range(self.level):
+            part = _next_level(part)
+        self._parts.append(part)
+
+    def finish(self) -> tuple[str, np.ndarray]:
+        """``upper_levels`` of everything added: the root (hex) and the levels from ``level`` up."""
+        if self._pending_n:
+            self._flush()
+        if self.count == 0:
+            from ..hashing import EMPTY_ROOT
+
+            return EMPTY_ROOT.hex(), np.frombuffer(EMPTY_ROOT, dtype=ID_DTYPE)
+        cur = self._parts[0] if len(self._parts) == 1 else np.concatenate(self._parts)
+        self._parts = []
+        kept = [cur]
+        while len(cur) > 1:
+            cur = _next_level(cur)
+            kept.append(cur)
+        return id_bytes(cur, 0).hex(), np.concatenate(kept)
