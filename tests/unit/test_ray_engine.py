@@ -353,6 +353,26 @@ def test_ray_ingest_reports_bad_input_and_quarantines_as_the_local_ingest(ray_se
     assert [(q["origin_line"], q["field"]) for q in quarantined] == [(151, ""), (171, "response"), (191, "id")]
 
 
+def test_ray_ingest_refuses_part_files_the_driver_cannot_see(ray_session, ingest_inputs, tmp_path, monkeypatch):
+    """On a cluster whose nodes do not share the store's temporary directory, a worker's part file
+    is not on the driver's disk: the ingest stops with an error that says so, and leaves nothing."""
+    import rowtrail.engines.ray as ray_engine
+
+    real = ray_engine.run_ingest_parts
+
+    def on_another_node(spec, parts, tables, progress=None, address=None):
+        results = real(spec, parts, tables, progress, address)
+        os.unlink(results[1].provenance)  # as if part 1 had been written on another machine
+        return results
+
+    monkeypatch.setattr(ray_engine, "run_ingest_parts", on_another_node)
+    s = new_store(tmp_path / "store")
+    with pytest.raises(rt.errors.IngestError, match="part file.* this process cannot see .*mounts at the same path"):
+        s.ingest([str(f) for f in ingest_inputs], engine="ray", **INGEST_OPTS)
+    assert not [e for e in s.state.entries if e["kind"] == "ingest"]
+    assert not [p for p in s.backend.ensure_tmp().iterdir() if p.name.endswith(".parquet")]
+
+
 def test_cli_ingest_on_a_ray_cluster_stages_the_same_rows_as_the_local_ingest(ray_session, ingest_inputs, tmp_path):
     env = dict(os.environ, COLUMNS="200")
     args = [

@@ -497,9 +497,21 @@ def run_parts_on_ray(
 
     ray = ray_module()
     try:
-        return run_ingest_parts(spec, parts, tables, progress, address)
+        results = run_ingest_parts(spec, parts, tables, progress, address)
     except ray.exceptions.RayError as exc:
         raise IngestError(f"an ingest task failed on Ray: {exc}") from None
+    written = [p for r in results for p in (r.provenance, r.content) if p]
+    unseen = [p for p in written if not os.path.exists(p)]
+    if unseen:
+        for p in written:
+            if os.path.exists(p):
+                os.unlink(p)
+        raise IngestError(
+            f"Ray workers wrote {len(unseen)} part file(s) this process cannot see (first: {unseen[0]}); on a cluster, "
+            f"the store's temporary directory {spec.tmp_dir} and the input files must be on a file system every node "
+            "mounts at the same path — or ingest with --engine local"
+        )
+    return results
 
 
 # --------------------------------------------------------------------------------------------------
