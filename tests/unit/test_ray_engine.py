@@ -1,7 +1,8 @@
 """The Ray Data engine (engines/ray.py) against the local engine: the same pipeline over the same
 inputs gives the same version (content id, Merkle roots), the same lineage, drops and weight
 changes, and the same run objects; a worker killed in the middle of a step is retried by Ray and
-leaves no row missing or repeated. One local Ray (2 CPUs) serves the whole module."""
+leaves no row missing or repeated; an ingest on Ray writes the same objects and journal entry as a
+local ingest, and reports bad input the same way. One local Ray (2 CPUs) serves the whole module."""
 
 from __future__ import annotations
 
