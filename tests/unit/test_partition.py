@@ -190,3 +190,120 @@ def test_equal_values_share_a_part_in_any_batch_type_or_chunking():
     for p, piece in pieces:
         assert set(partition_of(piece.column("key"), 8).tolist()) == {p}
         assert np.all(np.diff(piece.column("n").to_numpy()) > 0)  # rows keep their batch order
+
+
+# -- on Ray: map tasks cut the features by partition, one task plans each partition ---------------------
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray (2 CPUs) for this module, shut down after it when this module started it (the Ray
+    engine's own tests start theirs with their S3 test server's environment)."""
+    ray = pytest.importorskip("ray")
+    from rowtrail.engines.ray import ensure_ray
+
+    started = not ray.is_initialized()
+    ensure_ray(num_cpus=2)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def corpus_rows(n: int, prefix: str, shared: int = 0) -> list[dict]:
+    """Rows whose first ``shared`` are exact copies of source alpha's (duplicate content across
+    sources) and whose prompts repeat in source beta (a string key with many duplicate groups)."""
+    rows = []
+    for i in range(n):
+        who = "alpha" if i < shared else prefix
+        prompt = f"{who} question {i % 9 if prefix == 'beta' else i}"
+        rows.append({"id": f"{prefix}-{i}", "prompt": prompt, "response": f"{who} answer {i} " + "more " * (i % 4)})
+    return rows
+
+
+@pytest.fixture
+def twin_stores(tmp_store, write_jsonl, tmp_path):
+    import shutil
+
+    import rowtrail as rt
+
+    s = tmp_store
+    for src in ("alpha", "beta", "gamma"):
+        s.sources.add(src, kind="partner-dump", license="CC-BY-4.0", legal_basis="contract")
+    opts = dict(key_field="id", content_fields=["prompt", "response"])
+    s.ingest(write_jsonl(corpus_rows(70, "alpha"), "alpha.jsonl"), source="alpha", **opts)
+    s.ingest(write_jsonl(corpus_rows(60, "beta", shared=25), "beta.jsonl"), source="beta", **opts)
+    s.ingest(write_jsonl(corpus_rows(40, "gamma", shared=10), "gamma.jsonl"), source="gamma", **opts)
+    shutil.copytree(s.path, tmp_path / "twin")
+    return s, rt.open(tmp_path / "twin")
+
+
+def global_pipeline():
+    return [
+        steps.filter("length(response) > 14", reason="too-short", name="too-short"),
+        steps.dedupe_exact(on="content_sha256", keep="source-priority", priority=["beta", "alpha"]),
+        steps.dedupe_exact(on="prompt", keep="earliest", name="same-prompt"),
+        steps.mix({"alpha": 0.5, "beta": 0.3, "gamma": 0.2}, seed="m"),
+    ]
+
+
+def stored_rows(store, digest):
+    import pyarrow.parquet as pq
+
+    return set() if digest is None else {tuple(r.values()) for r in pq.read_table(store.backend.object_path(digest)).to_pylist()}
+
+
+def test_ray_plans_global_steps_by_partitions_with_the_local_engines_results(ray_local, twin_stores, monkeypatch):
+    from rowtrail.engines import local as local_engine
+    from rowtrail.engines.ray import RayEngine
+    from rowtrail.ops.apply import apply, read_run
+    from rowtrail.steps.builtin import Mix
+
+    local, remote = twin_stores
+    monkeypatch.setattr(local_engine, "BATCH_ROWS", 16)  # many batches, so many map tasks
+    rep_l = apply(local, global_pipeline(), engine="local")
+    # the driver must not plan these steps whole: it only merges partition plans and sums partials
+    merged, summed = [], []
+    real_merge, real_sum = DedupeExact.merge_plans, Mix.plan_from_partials
+    monkeypatch.setattr(DedupeExact, "merge_plans", lambda self, plans: merged.append(len(plans)) or real_merge(self, plans))
+    monkeypatch.setattr(Mix, "plan_from_partials", lambda self, partials: summed.append(len(partials)) or real_sum(self, partials))
+
+    def whole(self, features):
+        raise AssertionError(f"{self.name} planned whole on the driver")
+
+    monkeypatch.setattr(DedupeExact, "plan", whole)
+    monkeypatch.setattr(Mix, "plan", whole)
+    monkeypatch.setattr(RayEngine, "plan_budget", 1500)  # a few KB of features: several partitions
+    rep_r = apply(remote, global_pipeline(), engine="ray")
+    assert len(merged) == 2 and min(merged) >= 3 and summed and summed[0] > 4, (merged, summed)
+    reports = {s["name"]: s for s in rep_l.steps}
+    assert reports["dedupe-exact"]["edges"]["merged"] and reports["same-prompt"]["edges"]["merged"] and reports["mix"]["dropped"]
+    assert rep_l.steps == rep_r.steps and rep_l.run == rep_r.run
+    doc_l, rec_l = read_run(local, rep_l.run)
+    doc_r, rec_r = read_run(remote, rep_r.run)
+    for sid, s in doc_l["steps"].items():
+        for kind in ("edges", "drops"):
+            assert stored_rows(local, s[kind]) == stored_rows(remote, doc_r["steps"][sid][kind]), (s["name"], kind)
+    assert doc_l == doc_r and np.array_equal(rec_l, rec_r)
+    v_l, v_r = local.commit("local"), remote.commit("ray, partitioned")
+    assert v_l.content_id == v_r.content_id and v_l.content["merkle_root"] == v_r.content["merkle_root"]
+    assert v_l.content["content_root"] == v_r.content["content_root"]
+
+
+def test_ray_forced_partitions_and_a_plan_error_on_a_worker(ray_local, twin_stores, monkeypatch):
+    from rowtrail.ops.apply import apply
+
+    local, remote = twin_stores
+    monkeypatch.setenv("ROWTRAIL_PARTITIONS", "4")
+    rep_r = apply(remote, [steps.dedupe_exact(on="prompt", keep="earliest")], engine="ray")
+    monkeypatch.delenv("ROWTRAIL_PARTITIONS")
+    rep_l = apply(local, [steps.dedupe_exact(on="prompt", keep="earliest")], engine="local")
+    assert rep_l.run == rep_r.run and rep_l.steps[0]["edges"]["merged"]
+    # a partition's plan fails on a worker: the caller gets the step's own error
+    monkeypatch.setenv("ROWTRAIL_PARTITIONS", "3")
+    with pytest.raises(StepError, match="failed on purpose"):
+        apply(remote, [PlanFails()], engine="ray")
+
+
+class PlanFails(DedupeExact):
+    """A dedupe whose plan fails (on the Ray worker that plans a partition)."""
+
+    def plan(self, features):
+        raise StepError(f"plan over {features.num_rows} rows failed on purpose")

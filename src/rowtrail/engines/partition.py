@@ -46,9 +46,8 @@ def partitionable(step: Step) -> bool:
     return step.by_partials or step.partition_by is not None
 
 
-def partition_count(rows: int, row_bytes: float, budget_bytes: int | None = None) -> int:
-    """How many parts ``rows`` rows of features of ``row_bytes`` each need so that one part fits in
-    the budget (``ROWTRAIL_PARTITIONS`` overrides)."""
+def forced_partitions() -> int | None:
+    """The number of parts ``ROWTRAIL_PARTITIONS`` forces, if it is set."""
     forced = os.environ.get(PARTITIONS_ENV, "").strip()
     if forced:
         if not forced.isdigit() or int(forced) < 1:
@@ -56,6 +55,15 @@ def partition_count(rows: int, row_bytes: float, budget_bytes: int | None = None
                 f"{PARTITIONS_ENV}={forced!r} is not a positive integer; unset it to choose the partitions from the memory budget"
             )
         return int(forced)
+    return None
+
+
+def partition_count(rows: int, row_bytes: float, budget_bytes: int | None = None) -> int:
+    """How many parts ``rows`` rows of features of ``row_bytes`` each need so that one part fits in
+    the budget (``ROWTRAIL_PARTITIONS`` overrides)."""
+    forced = forced_partitions()
+    if forced is not None:
+        return forced
     budget = budget_bytes or DEFAULT_BUDGET
     return int(min(MAX_PARTITIONS, max(1, math.ceil(rows * row_bytes / budget))))
 
@@ -171,4 +179,13 @@ def _chain(first: pa.RecordBatch, rest: Iterable[pa.RecordBatch]) -> Iterable[pa
     yield from rest
 
 
-__all__ = ["DEFAULT_BUDGET", "MAX_PARTITIONS", "partition_count", "partition_of", "partitionable", "plan_global", "split"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "MAX_PARTITIONS",
+    "forced_partitions",
+    "partition_count",
+    "partition_of",
+    "partitionable",
+    "plan_global",
+    "split",
+]

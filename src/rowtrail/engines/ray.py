@@ -2,9 +2,9 @@
 
 Same frame, same steps, same results — byte for byte — as ``engines/local.py``; only where the
 batches are decided differs. The driver (this process) keeps the frame (48 bytes a row: id, weight
-and where the row lives), runs each step's ``plan``, checks the accounting of every batch, measures
-the distribution and publishes the run with one journal entry. Workers do everything that reads
-row data:
+and where the row lives), merges or makes each global step's plan (below), checks the accounting of
+every batch, measures the distribution and publishes the run with one journal entry. Workers do
+everything that reads row data:
 
 - **row-local steps** (filter, rewrite, reweight, upsample, sample, score): one Ray Data
   ``map_batches`` over the frame's batches — the same batches, cut at the same places, as the local
@@ -14,12 +14,24 @@ row data:
   kept positions and weights, drops, edges and attached columns. Rows a step creates are written by
   the worker as content-addressed Parquet objects (provenance and content), exactly the bytes the
   local engine's publish writes; the driver only records their digests.
-- **global steps** (dedupe_exact, dedupe_near, mix): two passes. ``map_batches`` computes each
-  batch's small per-row ``features`` (32-byte keys, MinHash signatures, group labels) on the workers;
-  the driver runs ``plan`` once over all of them (the step's global view: dedupe groups and
-  survivors, mix fractions — the features of 1 M rows are tens of MB, 512 B a row for 128-perm
-  MinHash); a second ``map_batches`` decides every batch with the plan, shipped once through Ray's
-  object store.
+- **global steps** (dedupe_exact, dedupe_near, mix): a planning pass, then a deciding pass. How
+  the plan is made depends on what the step declares (``steps/base.py``, ``engines/partition.py``):
+
+  - *by partitions* (dedupe_exact, by its key): a two-phase hash partition on the workers. One Ray
+    task per few batches of a segment computes their features and cuts them into P pieces by a hash
+    of the key (Arrow IPC, one return object per piece, held by Ray's object store, which spills to
+    disk); then one task per partition receives its pieces from every map task, plans them alone
+    and returns its part of the plan (losers and their survivors). The driver only merges the parts'
+    plans. P comes from the rows and the features size of the first batch's first rows against
+    ``plan_budget`` (``partition.DEFAULT_BUDGET``, 256 MB a partition), or is forced by
+    ``partitions`` / ``ROWTRAIL_PARTITIONS``; the plan is the same for every P.
+  - *by partials* (mix): the map tasks reduce their features to partials (rows per group); the
+    driver sums them. No features leave the workers.
+  - *whole* (dedupe_near: LSH groups do not split by a key): ``map_batches`` computes the features
+    (MinHash signatures, 512 B a row at 128 permutations) and the driver plans over all of them.
+
+  The deciding pass is a second ``map_batches`` over the same batches, with the plan shipped once
+  through Ray's object store. The plan itself (for dedupe, 64 B per duplicate row) is on the driver.
 
 Results come back keyed by batch number and are assembled in frame order, so the output, its
 lineage and its drops do not depend on which worker finished first. A batch whose worker dies is
@@ -42,6 +54,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,6 +65,7 @@ import pyarrow.parquet as pq
 from ..errors import RowtrailError, StepError
 from ..steps.base import Step, StepOutput
 from .local import FRAME_DTYPE, PENDING, Frame, LocalEngine
+from .partition import forced_partitions, partition_count, partitionable, split
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -59,6 +73,7 @@ if TYPE_CHECKING:
 RAY_HINT = "pip install 'rowtrail[ray]'"
 GROUPS_PER_TASK = 4  # batches of one segment a task decides together (it reads the segment once)
 MAX_RETRIES = 3  # a task whose worker dies runs again this many times
+PROBE_ROWS = 4096  # rows whose features size sets the number of partitions of a plan
 
 
 def ray_module() -> Any:
@@ -162,6 +177,9 @@ def open_backend(recipe: tuple[str, str]) -> Any:
 class RayEngine(LocalEngine):
     """Runs a pipeline like ``LocalEngine``, deciding batches on Ray Data workers (module docstring)."""
 
+    partitions: int | None = None  # forces P of partitioned plans (else ROWTRAIL_PARTITIONS, else the budget)
+    plan_budget: int | None = None  # bytes of features one partition's plan task may hold (partition.DEFAULT_BUDGET)
+
     def __init__(
         self,
         store: Store,
@@ -172,6 +190,58 @@ class RayEngine(LocalEngine):
     ):
         super().__init__(store, progress=progress, strict=strict)
         self.ray = ensure_ray(address, num_cpus)
+
+    def _plan(self, frame: Frame, step: Step, needs: frozenset[str], found: set[str], stage: str) -> Any:
+        """A global step's plan. A step whose plan decomposes (``steps/base.py``) is planned on the
+        workers: map tasks compute the features of their batches and cut them by partition (or
+        reduce them to partials), one task per partition plans it from the pieces it is handed,
+        and this process merges the parts' plans; it never holds the features. Other steps: the
+        features come here and are planned whole."""
+        if not partitionable(step):
+            return super()._plan(frame, step, needs, found, stage)
+        groups = list(frame.groups())
+        if not groups:
+            return None
+        parts = 0 if step.by_partials else self._partition_count(frame, step, needs, groups)
+        blocks, ctx = self._tasks(frame, groups, step, "partition", None, needs, parts=parts)
+        ray = self.ray
+        mapper = ray.remote(_partition_task).options(num_cpus=1, max_retries=MAX_RETRIES, num_returns=1 + parts)
+        outs = [mapper.remote(block, ctx) for block in blocks]
+        heads = [o[0] if parts else o for o in outs]
+        where = {h: i for i, h in enumerate(heads)}
+        metas: list[Any] = [None] * len(heads)
+        done, waiting = 0, list(heads)
+        with self._worker_errors(step):
+            while waiting:
+                ready, waiting = ray.wait(waiting, num_returns=1)
+                for ref in ready:
+                    meta = ray.get(ref)
+                    metas[where[ref]] = meta
+                    found.update(meta["found"])
+                    done += meta["rows"]
+                    self._tick(f"{stage} (features)", done, len(frame))
+            if done != len(frame):
+                raise StepError(
+                    f"step '{step.name}': the Ray engine got features of {done} rows for {len(frame)}; the run is not published"
+                )
+            if step.by_partials:
+                return step.plan_from_partials([p for meta in metas for p in meta["partials"]])
+            planner = ray.remote(_plan_part).options(num_cpus=1, max_retries=MAX_RETRIES)
+            plans = ray.get([planner.remote(ctx, *[o[1 + p] for o in outs]) for p in range(parts)])
+        del outs, heads
+        return step.merge_plans([plan for plan in plans if plan is not None])
+
+    def _partition_count(self, frame: Frame, step: Step, needs: frozenset[str], groups: list[tuple[int, np.ndarray]]) -> int:
+        """P: forced (``partitions``, ``ROWTRAIL_PARTITIONS``), or from the rows and the features size
+        of the first rows of the first batch (computed here, once)."""
+        forced = self.partitions or forced_partitions()
+        if forced:
+            return forced
+        seg, pos = groups[0]
+        probe = step.features(self.batch(frame, seg, pos[:PROBE_ROWS], needs))
+        # the probe's segment columns are not needed here again
+        self._prov_cache, self._field_cache, self._text_cache = {}, {}, (-1, None)
+        return partition_count(len(frame), probe.nbytes / max(1, probe.num_rows), self.plan_budget)
 
     def _features(self, frame: Frame, step: Step, needs: frozenset[str], found: set[str], stage: str) -> list[pa.RecordBatch]:
         groups = list(frame.groups())
@@ -218,31 +288,7 @@ class RayEngine(LocalEngine):
         if not groups:
             return []
         ray = self.ray
-        attached = sorted(set(needs) & set(frame.columns))
-        blocks: list[pa.Table] = []
-        current: list[dict[str, Any]] = []
-        segs_used: set[int] = set()
-        for k, (seg, pos) in enumerate(groups):
-            if current and (current[-1]["seg"] != seg or len(current) >= GROUPS_PER_TASK):
-                blocks.append(pa.Table.from_pylist(current, schema=_TASK_SCHEMA))
-                current = []
-            cols = _to_ipc(pa.table({n: frame.columns[n].take(pa.array(pos)) for n in attached})) if attached else b""
-            current.append({"k": k, "seg": seg, "rec": frame.rec[pos].tobytes(), "cols": cols})
-            segs_used.add(seg)
-        blocks.append(pa.Table.from_pylist(current, schema=_TASK_SCHEMA))
-        segments = {s: self.store.state.segments[s] for s in segs_used if s < PENDING}
-        pending = {s - PENDING: _stored(self.pending[s - PENDING], self.store.backend) for s in segs_used if s >= PENDING}
-        ctx = ray.put(
-            {
-                "mode": mode,
-                "step": step,
-                "plan": plan,
-                "needs": needs,
-                "backend": backend_recipe(self.store.backend),
-                "segments": segments,
-                "pending": pending,
-            }
-        )
+        blocks, ctx = self._tasks(frame, groups, step, mode, plan, needs)
         with warnings.catch_warnings():
             # bounded retries have no named parameter in Ray 2.60 (its default retries a dead
             # worker's task forever, which would hang on a step that always kills its worker)
@@ -258,7 +304,7 @@ class RayEngine(LocalEngine):
             )
         out: dict[int, dict[str, Any]] = {}
         done = 0
-        try:
+        with self._worker_errors(step):
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 for row in batch.to_pylist():
                     k = row["k"]
@@ -268,17 +314,63 @@ class RayEngine(LocalEngine):
                     out[k] = row
                     done += len(groups[k][1])
                     self._tick(stage, done, len(frame))
-        except self.ray.exceptions.RayTaskError as exc:
-            cause = exc.as_instanceof_cause() if hasattr(exc, "as_instanceof_cause") else exc
-            if isinstance(cause, RowtrailError):
-                raise type(cause)(*cause.args) from None
-            raise StepError(f"step '{step.name}' failed on a Ray worker: {exc}") from None
         missing = [k for k in range(len(groups)) if k not in out]
         if missing:
             raise StepError(
                 f"step '{step.name}': the Ray engine got no result for {len(missing)} batch(es) (first: {missing[0]}); the run is not published"
             )
         return [out[k] for k in range(len(groups))]
+
+    @contextmanager
+    def _worker_errors(self, step: Step) -> Iterator[None]:
+        """A step's error on a worker reaches the caller as the same rowtrail error."""
+        try:
+            yield
+        except self.ray.exceptions.RayTaskError as exc:
+            cause = exc.as_instanceof_cause() if hasattr(exc, "as_instanceof_cause") else exc
+            if isinstance(cause, RowtrailError):
+                raise type(cause)(*cause.args) from None
+            raise StepError(f"step '{step.name}' failed on a Ray worker: {exc}") from None
+
+    def _tasks(
+        self,
+        frame: Frame,
+        groups: list[tuple[int, np.ndarray]],
+        step: Step,
+        mode: str,
+        plan: Any,
+        needs: frozenset[str],
+        parts: int = 0,
+    ) -> tuple[list[pa.Table], Any]:
+        """The batches as task blocks (a few batches of one segment each: frame records and attached
+        columns) and the context every task shares (in Ray's object store)."""
+        attached = sorted(set(needs) & set(frame.columns))
+        blocks: list[pa.Table] = []
+        current: list[dict[str, Any]] = []
+        segs_used: set[int] = set()
+        for k, (seg, pos) in enumerate(groups):
+            if current and (current[-1]["seg"] != seg or len(current) >= GROUPS_PER_TASK):
+                blocks.append(pa.Table.from_pylist(current, schema=_TASK_SCHEMA))
+                current = []
+            cols = _to_ipc(pa.table({n: frame.columns[n].take(pa.array(pos)) for n in attached})) if attached else b""
+            current.append({"k": k, "seg": seg, "rec": frame.rec[pos].tobytes(), "cols": cols})
+            segs_used.add(seg)
+        blocks.append(pa.Table.from_pylist(current, schema=_TASK_SCHEMA))
+        segments = {s: self.store.state.segments[s] for s in segs_used if s < PENDING}
+        pending = {s - PENDING: _stored(self.pending[s - PENDING], self.store.backend) for s in segs_used if s >= PENDING}
+        ctx = self.ray.put(
+            {
+                "mode": mode,
+                "step": step,
+                "plan": plan,
+                "needs": needs,
+                "parts": parts,
+                "backend": backend_recipe(self.store.backend),
+                "segments": segments,
+                "pending": pending,
+            }
+        )
+        return blocks, ctx
 
 
 def run_ingest_parts(
@@ -357,6 +449,66 @@ class _WorkerStore:
         self.state = _WorkerState(segments)
 
 
+def _worker_engine(ctx: dict[str, Any]) -> LocalEngine:
+    """A local engine inside a worker, reading the store the context names."""
+    engine = LocalEngine.__new__(LocalEngine)
+    LocalEngine.__init__(engine, _WorkerStore(open_backend(ctx["backend"]), ctx["segments"]))  # type: ignore[arg-type]
+    engine.pending = ctx["pending"]  # type: ignore[assignment]  # index → StoredPendingSegment
+    return engine
+
+
+def _worker_frame(row: dict[str, Any]) -> tuple[Frame, int, np.ndarray]:
+    """One batch of a task block as a frame of its own: the frame, its segment and its positions."""
+    rec = np.frombuffer(row["rec"], dtype=FRAME_DTYPE).copy()
+    frame = Frame.__new__(Frame)
+    frame.rec, frame.src, frame.names, frame.monitors = rec, np.zeros(len(rec), np.int64), [], {}
+    frame.columns = {n: c.combine_chunks() for n, c in zip(*_columns(row["cols"]))}
+    return frame, int(row["seg"]), np.arange(len(rec))
+
+
+def _partition_task(block: pa.Table, ctx: dict[str, Any]) -> Any:
+    """One Ray task of a partitioned plan (``RayEngine._plan``): the features of a few batches of
+    one segment, cut into ``parts`` pieces by partition (Arrow IPC, b"" for an empty piece) or
+    reduced to partials. Returns a summary (rows, columns found, partials) and then the pieces."""
+    engine = _worker_engine(ctx)
+    step: Step = ctx["step"]
+    parts: int = ctx["parts"]
+    found: set[str] = set()
+    rows = 0
+    partials: list[Any] = []
+    pieces: list[list[pa.RecordBatch]] = [[] for _ in range(parts)]
+    for row in block.to_pylist():
+        frame, seg, pos = _worker_frame(row)
+        feats = step.features(engine.batch(frame, seg, pos, ctx["needs"], found))
+        rows += len(pos)
+        if step.by_partials:
+            partials.append(step.partial(feats))
+        else:
+            for p, piece in split(feats, str(step.partition_by), parts):
+                pieces[p].append(piece)
+    meta = {"rows": rows, "found": sorted(found), "partials": partials}
+    if not parts:
+        return meta
+    return (meta, *[_to_ipc(pa.Table.from_batches(p)) if p else b"" for p in pieces])
+
+
+def _plan_part(ctx: dict[str, Any], *pieces: bytes) -> Any:
+    """One Ray task of a partitioned plan: the plan of one partition, from its pieces alone (None
+    for a partition no row fell in)."""
+    step: Step = ctx["step"]
+    tables = [_from_ipc(p) for p in pieces if p]
+    if not tables:
+        return None
+    try:
+        features = pa.concat_tables(tables)
+    except pa.ArrowInvalid as exc:
+        raise StepError(
+            f"step '{step.name}': its features differ in columns between batches ({exc}); a step's features have one schema"
+        ) from None
+    del tables
+    return step.plan(features)
+
+
 def _run_task(block: pa.Table, ctx: dict[str, Any]) -> pa.Table:
     """One Ray task: features or decisions for a few batches of one segment (see ``RayEngine._map``)."""
     import ray
@@ -365,20 +517,13 @@ def _run_task(block: pa.Table, ctx: dict[str, Any]) -> pa.Table:
 
     if isinstance(ctx, ray.ObjectRef):
         ctx = ray.get(ctx)
-    backend = open_backend(ctx["backend"])
-    engine = LocalEngine.__new__(LocalEngine)
-    LocalEngine.__init__(engine, _WorkerStore(backend, ctx["segments"]))  # type: ignore[arg-type]
-    engine.pending = ctx["pending"]  # type: ignore[assignment]  # index → StoredPendingSegment
+    engine = _worker_engine(ctx)
+    backend = engine.store.backend
     step: Step = ctx["step"]
     needs: frozenset[str] = ctx["needs"]
     out: list[dict[str, Any]] = []
     for row in block.to_pylist():
-        rec = np.frombuffer(row["rec"], dtype=FRAME_DTYPE).copy()
-        frame = Frame.__new__(Frame)
-        frame.rec, frame.src, frame.names, frame.monitors = rec, np.zeros(len(rec), np.int64), [], {}
-        frame.columns = {n: c.combine_chunks() for n, c in zip(*_columns(row["cols"]))}
-        pos = np.arange(len(rec))
-        seg = int(row["seg"])
+        frame, seg, pos = _worker_frame(row)
         found: set[str] = set()
         res: dict[str, Any] = {
             "k": row["k"],
