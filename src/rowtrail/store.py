@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 DEFAULT_STORE = ".rowtrail"
 STORE_FORMAT = 1
+COLUMN_CACHE_BYTES = 256 << 20  # whole-segment columns kept for reuse (``Store.segment_column``)
 CONFIG_TEXT = f'# rowtrail store\nformat = {STORE_FORMAT}\n'
 
 
@@ -155,10 +156,17 @@ class Store:
             arr = values[enc.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)]
         else:
             arr = col.to_numpy()
-        self._columns[key] = arr
-        if len(self._columns) > 64:
-            self._columns.popitem(last=False)
+        self._remember(key, arr)
         return arr
+
+    def _remember(self, key: tuple[int, str], value: Any) -> None:
+        """Cache a whole-segment column, evicting the least recently used past ``COLUMN_CACHE_BYTES``
+        (a count bound would let a 20 M-row corpus cache every segment's row ids: 640 MB)."""
+        self._columns[key] = value
+        total = sum(_cached_bytes(v) for v in self._columns.values())
+        while total > COLUMN_CACHE_BYTES and len(self._columns) > 1:
+            _, old = self._columns.popitem(last=False)
+            total -= _cached_bytes(old)
 
     def segment_codes(self, seg: int, column: str) -> tuple[np.ndarray, list[str]]:
         """A low-cardinality string column of a segment as (int codes per row, distinct values), cached."""
@@ -172,9 +180,7 @@ class Store:
             hit = np.empty(2, dtype=object)
             hit[0] = enc.indices.to_numpy(zero_copy_only=False).astype(np.int32)
             hit[1] = enc.dictionary.to_pylist()
-            self._columns[key] = hit
-            if len(self._columns) > 64:
-                self._columns.popitem(last=False)
+            self._remember(key, hit)
         return hit[0], hit[1]
 
     def gather(self, rows: np.ndarray, want_sources: bool = False, want_hashes: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -356,3 +362,11 @@ class Store:
         from .ops.verify import verify
 
         return verify(self, allow_unsigned=allow_unsigned, pubkeys=pubkeys, version=version, sample=sample, progress=progress)
+
+
+def _cached_bytes(value: np.ndarray) -> int:
+    """Memory of a cached column: an array, or (codes, values) from ``segment_codes`` (counted by
+    its codes; string columns count their pointers, a lower bound)."""
+    if value.dtype == object and len(value) == 2 and isinstance(value[0], np.ndarray):
+        return int(value[0].nbytes)
+    return int(value.nbytes)

@@ -80,9 +80,13 @@ class Frame:
     """The rows in flight, in segment order, with what each step needs to know about them."""
 
     def __init__(self, records: np.ndarray, sources: np.ndarray, names: list[str]):
-        order = np.argsort((records["seg"].astype(np.uint64) << np.uint64(32)) | records["row"].astype(np.uint64))  # keys are unique
-        self.rec = records[order].astype(FRAME_DTYPE)
-        self.src = sources[order]
+        key = (records["seg"].astype(np.uint64) << np.uint64(32)) | records["row"].astype(np.uint64)
+        order = np.argsort(key)  # keys are unique
+        del key
+        self.rec = np.empty(len(records), dtype=FRAME_DTYPE)
+        for name in FRAME_DTYPE.names:  # one field at a time: no second whole copy of the records
+            self.rec[name] = records[name][order]
+        self.src = sources[order].astype(np.int32)
         self.names = names
         self.columns: dict[str, pa.Array] = {}  # attached by steps, aligned with rec
         self.monitors: dict[str, pa.Array] = {}
@@ -285,17 +289,24 @@ class LocalEngine:
         return pa.RecordBatch.from_pydict(cols)
 
     # -- running -----------------------------------------------------------------------------------
-    def run(self, pipeline: Pipeline, inputs: np.ndarray) -> RunResult:
-        _, src, names = self.store.gather(inputs, want_sources=True, want_hashes=False)
+    def run(self, pipeline: Pipeline, inputs: np.ndarray | Callable[[], np.ndarray]) -> RunResult:
+        """Run the steps over the input set: the records, or a function that builds them (then the
+        run holds them only until its frame is made: 48 bytes a row less for the rest of the run)."""
+        records = inputs() if callable(inputs) else inputs
+        del inputs
+        n_inputs = len(records)
+        _, src, names = self.store.gather(records, want_sources=True, want_hashes=False)
         # the store's cached whole-segment columns (the row ids the input set was built from: 32
         # bytes a row) are not read again by the steps, which read segment by segment
         self.store._columns.clear()
-        frame = Frame(inputs, src, names)
+        frame = Frame(records, src, names)
+        del records, src
         monitor = pipeline.monitor or {}
         exprs = [*monitor.get("numeric", []), *monitor.get("categorical", [])]
         self._evaluate_monitors(frame, exprs, None)
         runs = []
         warnings = self.warnings
+        before: dict[str, Any] | None = None
         for i, step in enumerate(pipeline.steps):
             before = _snapshot(frame)
             frame, run = self._run_step(frame, step, f"step {i + 1}/{len(pipeline.steps)} {step.name}")
@@ -307,11 +318,17 @@ class LocalEngine:
                     raise StepError(f"monitoring threshold exceeded — {text}; relax [monitor.thresholds] or fix the step")
                 warnings.append(text)
             runs.append(run)
-        records = frame.rec[sort_ids(frame.rec["id"])] if len(frame) else frame.rec
-        if len(records) > 1 and (records["id"][1:] == records["id"][:-1]).any():
-            dup = records["id"][1:][records["id"][1:] == records["id"][:-1]]
+        before = None  # the last step's "before" frame
+        order = sort_ids(frame.rec["id"])
+        records = np.empty(len(order), dtype=FRAME_DTYPE)
+        for name in FRAME_DTYPE.names:  # field by field: the frame and the sorted copy, nothing more
+            records[name] = frame.rec[name][order]
+        del frame, order
+        same = records["id"][1:] == records["id"][:-1]
+        if same.any():
+            dup = records["id"][1:][same]
             raise StepError(f"the pipeline produced row {id_bytes(dup, 0).hex()} twice; a derived row must have one origin per step")
-        return RunResult(records=records, pending=self.pending, steps=runs, inputs=len(inputs), monitor=monitor, warnings=warnings)
+        return RunResult(records=records, pending=self.pending, steps=runs, inputs=n_inputs, monitor=monitor, warnings=warnings)
 
     def _tick(self, stage: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -350,7 +367,7 @@ class LocalEngine:
         elif missing and len(frame):
             raise StepError(f"step '{step.name}' reads column(s) {', '.join(sorted(missing))}, which no row has; check the names (content fields, provenance columns, attributes)")
         kp = np.concatenate(kept_pos) if kept_pos else np.empty(0, np.int64)
-        rec = frame.rec[kp].copy()
+        rec = frame.rec[kp]  # a new array (fancy indexing copies)
         rec["w"] = np.concatenate(kept_w) if kept_w else np.empty(0)
         src = frame.src[kp]
         attached = {name: arr.take(pa.array(kp)) for name, arr in frame.columns.items()}

@@ -72,7 +72,7 @@ def make_engine(store: Store, engine: str = "local", *, address: str | None = No
     raise StepError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
 
 
-def run_pipeline(store: Store, pipeline: Pipeline, inputs: np.ndarray, progress: Callable[[str, int, int], None] | None = None, strict: bool = True, engine: str = "local", address: str | None = None) -> RunResult:
+def run_pipeline(store: Store, pipeline: Pipeline, inputs: np.ndarray | Callable[[], np.ndarray], progress: Callable[[str, int, int], None] | None = None, strict: bool = True, engine: str = "local", address: str | None = None) -> RunResult:
     return make_engine(store, engine, address=address, progress=progress, strict=strict).run(pipeline, inputs)
 
 
@@ -121,10 +121,14 @@ def publish_run(store: Store, state: State, run: RunResult, corpus: str, pipelin
                     "step_id": p.step_id,
                 }
             )
-        records = run.records.copy()
+        # the run's records become the output as stored: real segment numbers, big-endian fields
+        # (converted field by field in place of the run's array: no whole copies of the rows)
+        records = run.records
         pending = records["seg"] >= PENDING
         records["seg"][pending] = records["seg"][pending] - PENDING + first
-        records = records.astype(RECORD_DTYPE)
+        del pending
+        records = as_stored_records(records)
+        run.records = records
         steps = {}
         for sr in run.steps:
             steps[sr.step.id] = {
@@ -142,12 +146,34 @@ def publish_run(store: Store, state: State, run: RunResult, corpus: str, pipelin
             "pipeline": pipeline.step_ids,
             "monitor": pipeline.monitor,
             "steps": steps,
-            "output": store.backend.put_bytes(records.tobytes()),
+            "output": put_array(store.backend, records),
             "rows": int(len(records)),
             "segments": segments,
         }
         digest = store.backend.put_bytes(jcs(doc))
     return digest, segments, records
+
+
+def as_stored_records(records: np.ndarray) -> np.ndarray:
+    """Records in ``RECORD_DTYPE`` (big-endian): a frame's native-order records are byte-swapped in
+    place, field by field, and reinterpreted — the same bytes ``astype`` would give, without a copy."""
+    if records.dtype == RECORD_DTYPE:
+        return records
+    if records.dtype.names != RECORD_DTYPE.names or records.dtype.itemsize != RECORD_DTYPE.itemsize:
+        return records.astype(RECORD_DTYPE)
+    for name in records.dtype.names:
+        field = records[name]
+        if field.dtype.str[0] == "<":
+            field.byteswap(inplace=True)
+    return records.view(RECORD_DTYPE)
+
+
+def put_array(backend: Any, records: np.ndarray) -> str:
+    """Store an array's raw bytes as an object, written from its memory (no bytes copy of it)."""
+    path = backend.new_tmp_path(".bin")
+    with open(path, "wb") as fh:
+        fh.write(memoryview(np.ascontiguousarray(records)).cast("B"))
+    return backend.put_file(path)
 
 
 def read_run(store: Store, digest: str) -> tuple[dict[str, Any], np.ndarray]:
@@ -218,12 +244,12 @@ def apply_locked(
 ) -> ApplyReport:
     """Run the pipeline over the corpus's input set and (unless a dry run) publish the run with one
     ``pipeline`` journal entry; the caller holds the write lock."""
-    inputs = current_inputs(store, state, corpus)
-    run = run_pipeline(store, pipeline, inputs, progress, strict=strict, engine=engine, address=address)
+    # the engine builds the input set itself and lets it go once its frame is made
+    run = run_pipeline(store, pipeline, lambda: current_inputs(store, state, corpus), progress, strict=strict, engine=engine, address=address)
     report = ApplyReport(
         corpus=corpus,
         pipeline=[s.definition() for s in pipeline.steps],
-        rows_in=int(len(inputs)),
+        rows_in=int(run.inputs),
         rows_out=int(len(run.records)),
         weight_out=float(run.records["w"].astype(np.float64).sum()) if len(run.records) else 0.0,
         steps=summary(run),

@@ -44,8 +44,13 @@ def chunk_cuts(ids: np.ndarray) -> np.ndarray:
     """End positions (exclusive) of the content-defined chunks of a sorted id array."""
     if len(ids) == 0:
         return np.empty(0, dtype=np.int64)
-    tail = np.ascontiguousarray(ids, dtype=ID_DTYPE).view(">u4").reshape(-1, 8)[:, 7]
-    ends = np.flatnonzero((tail % CHUNK_MODULUS) == 0) + 1
+    # block by block: ``ids`` is often a field of a record array, whose whole copy would cost 32 B a row
+    ends = np.concatenate(
+        [
+            np.flatnonzero((np.ascontiguousarray(ids[lo : lo + HASH_BLOCK], dtype=ID_DTYPE).view(">u4").reshape(-1, 8)[:, 7] % CHUNK_MODULUS) == 0) + (lo + 1)
+            for lo in range(0, len(ids), HASH_BLOCK)
+        ]
+    )
     if len(ends) == 0 or ends[-1] != len(ids):
         ends = np.append(ends, len(ids))
     return ends.astype(np.int64)
