@@ -36,7 +36,7 @@ import pyarrow as pa
 from ..errors import RowtrailError, StepError
 from ..steps.base import Step
 
-DEFAULT_BUDGET = 256 * 2**20  # bytes of features one part may hold (its plan needs a few times that)
+DEFAULT_BUDGET = 64 * 2**20  # bytes of features one part may hold (its plan needs about 3 times that)
 MAX_PARTITIONS = 512  # open files in phase one; past this a part holds more than the budget
 PARTITIONS_ENV = "ROWTRAIL_PARTITIONS"
 

@@ -23,7 +23,7 @@ everything that reads row data:
     disk); then one task per partition receives its pieces from every map task, plans them alone
     and returns its part of the plan (losers and their survivors). The driver only merges the parts'
     plans. P comes from the rows and the features size of the first batch's first rows against
-    ``plan_budget`` (``partition.DEFAULT_BUDGET``, 256 MB a partition), or is forced by
+    ``plan_budget`` (``partition.DEFAULT_BUDGET``, 64 MB a partition), or is forced by
     ``partitions`` / ``ROWTRAIL_PARTITIONS``; the plan is the same for every P.
   - *by partials* (mix): the map tasks reduce their features to partials (rows per group); the
     driver sums them. No features leave the workers.
