@@ -47,6 +47,32 @@ def s3_server() -> Iterator[dict[str, str]]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_server_without_conditional_writes(s3_server: dict[str, str]) -> Iterator[dict[str, str]]:
+    """A second endpoint onto the same moto backend (same buckets and objects) that drops
+    ``If-None-Match`` and ``If-Match`` from every request before moto sees it: an S3-compatible server
+    that ignores conditional writes, as some still do. Same keys and region as ``s3_server``."""
+    import threading
+
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    moto_app = DomainDispatcherApplication(create_backend_app)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        for name in ("HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH"):
+            environ.pop(name, None)
+        return moto_app(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    yield dict(s3_server, AWS_ENDPOINT_URL=f"http://{host}:{port}")
+    server.shutdown()
+    thread.join()
+
+
 @pytest.fixture
 def s3_env(s3_server: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "ROWTRAIL_STORAGE_OPTIONS"):

@@ -541,3 +541,341 @@ def test_a_412_on_a_retry_of_our_own_put_is_success(s3_url: str, rowtrail_home: 
     with pytest.raises(rt.ConflictError):
         store.backend.append_journal(other, entry["seq"], other_digest)
     assert rt.open(s3_url).state.entries[-1]["kind"] == "note" and rt.open(s3_url).verify().ok
+
+
+# -- servers without conditional writes: the lease lock (backends/lease.py) ------------------------------
+#
+# ``s3_server_without_conditional_writes`` (tests/conftest.py) is a second endpoint onto the same moto
+# backend that drops If-None-Match before moto sees it. Leases here last 1.5 s and settle in 0.2 s.
+
+LEASE, SETTLE = 1.5, 0.2
+
+
+@pytest.fixture
+def lease_url(s3_env: dict[str, str], s3_server_without_conditional_writes: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh store URL reached through the endpoint that ignores conditional writes, with every
+    writer of this test (and its subprocesses) in lease mode. The endpoint goes in the storage options,
+    not AWS_ENDPOINT_URL: fsspec reuses one S3FileSystem per set of options in a process, and one made
+    for the other endpoint would otherwise be reused."""
+    monkeypatch.setenv(
+        "ROWTRAIL_STORAGE_OPTIONS", orjson.dumps({"endpoint_url": s3_server_without_conditional_writes["AWS_ENDPOINT_URL"]}).decode()
+    )
+    monkeypatch.setenv("ROWTRAIL_S3_LOCK", "lease")
+    monkeypatch.setenv("ROWTRAIL_S3_LEASE", str(LEASE))
+    monkeypatch.setenv("ROWTRAIL_S3_LEASE_SETTLE", str(SETTLE))
+    import uuid
+
+    return f"s3://rowtrail-tests/{uuid.uuid4().hex[:12]}/store"
+
+
+def lock_record(s3: Any, url: str) -> dict[str, Any]:
+    return orjson.loads(s3.get_object(Bucket=bucket_of(url), Key=key_of(url, "locks/journal.json"))["Body"].read())
+
+
+def remote_journal(s3: Any, url: str) -> dict[int, bytes]:
+    return {int(k.rsplit("/", 1)[1][:-5]): s3.get_object(Bucket=bucket_of(url), Key=k)["Body"].read() for k in journal_keys(s3, url)}
+
+
+def machine(url: str, where: Path) -> rt.Store:
+    """The store as another machine sees it: its own backend, journal view, mirror and lease."""
+    return rt.store.Store(url, _backend=ObjectStoreBackend(url, cache_root=where))
+
+
+def _record_published(store: rt.Store, published: list[tuple[int, bytes]]) -> None:
+    real = store.backend.append_journal
+
+    def append(line: bytes, seq: int, digest: str) -> None:
+        real(line, seq, digest)
+        published.append((seq, line))  # this writer was told its entry is published
+
+    store.backend.append_journal = append  # type: ignore[method-assign]
+
+
+def test_a_server_ignoring_if_none_match_is_refused_unless_writers_take_the_lease(
+    s3: Any, lease_url: str, rowtrail_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ROWTRAIL_S3_LOCK")
+    backend = ObjectStoreBackend(lease_url)
+    assert backend._probe_conditional_put() is False  # the endpoint really ignores the condition
+    with pytest.raises(rt.StoreError, match=r"ignores If-None-Match.*ROWTRAIL_S3_LOCK=lease"):
+        rt.init(lease_url)
+    monkeypatch.setenv("ROWTRAIL_S3_LOCK", "lease")
+    store = rt.init(lease_url)
+    store.sources.add("alpha", kind="crawl")  # two writes, each under the lease
+    toml = s3.get_object(Bucket=bucket_of(lease_url), Key=key_of(lease_url, "rowtrail.toml"))["Body"].read().decode()
+    assert '[storage]\nlock = "lease"' in toml  # the store records it: later writers take the lease without being told
+    rec = lock_record(s3, lease_url)
+    assert rec["released"] is True and rec["token"] == len(store.state.entries) and rec["lease_seconds"] == LEASE
+    monkeypatch.delenv("ROWTRAIL_S3_LOCK")
+    other = rt.open(lease_url)
+    other.sources.add("gamma", kind="crawl")
+    assert lock_record(s3, lease_url)["token"] == rec["token"] + 1  # tokens only grow
+    assert other.verify().ok
+    monkeypatch.setenv("ROWTRAIL_S3_LOCK", "sometimes")
+    with pytest.raises(rt.StoreError, match="unknown lock mode 'sometimes'"):
+        rt.open(lease_url).sources.add("delta", kind="crawl")
+
+
+def test_without_the_lease_such_a_server_lets_two_writers_both_win(
+    s3: Any, lease_url: str, rowtrail_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control for the lease tests below: writers that trust a conditional put the server ignores
+    both 'win', and one of the two published entries is silently overwritten."""
+    monkeypatch.setenv("ROWTRAIL_S3_LOCK", "conditional")
+    monkeypatch.setitem(objectstore._PROBED, lease_url, True)  # as if the probe had been fooled
+    small_store(lease_url)
+    stores = [machine(lease_url, tmp_path / f"m{i}") for i in range(2)]
+    stores[0].ingest(table(10, "x"), source="alpha", key_field="id")
+    stores[1].ingest(table(10, "y"), source="beta", key_field="id")
+    published: list[tuple[int, bytes]] = []
+    for s in stores:
+        _record_published(s, published)
+    _race_at_the_put(stores)
+    results: dict[int, Any] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, stores[i].commit(f"w{i}", sign=False))) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(isinstance(r, rt.Version) for r in results.values()) and len(results) == 2, results
+    remote = remote_journal(s3, lease_url)
+    assert [seq for seq, _ in published] == [published[0][0]] * 2  # both were told entry N+1 is theirs
+    assert sum(remote[seq] == line for seq, line in published) == 1  # and one of them is gone
+
+
+def _hammer(store: rt.Store, name: str, rounds: int) -> tuple[int, int]:
+    """Rounds of source add + ingest + commit; (commits won, conflicts seen)."""
+    won = conflicts = 0
+    for i in range(rounds):
+        sid = f"{name}-s{i}"
+        try:
+            store.sources.add(sid, kind="synthetic", generator="model-" + name)
+            store.ingest(
+                pa.table({"id": [f"{sid}-{k}" for k in range(5)], "text": [f"{name} {i} {k}" for k in range(5)]}),
+                source=sid,
+                key_field="id",
+            )
+            try:
+                store.commit(f"{name} round {i}", sign=False)
+                won += 1
+            except rt.NothingToCommitError:
+                pass  # the other writer's commit took this round's rows
+        except rt.ConflictError:
+            conflicts += 1
+    return won, conflicts
+
+
+def _check_hammered(s3: Any, url: str, published: list[tuple[int, str]], won: int, writers: int, rounds: int) -> None:
+    """Every entry a writer was told it published is in the journal at its sequence number (nothing
+    overwritten), no two writers published the same number, and the history is one chain."""
+    remote = remote_journal(s3, url)
+    assert len(published) == len({seq for seq, _ in published}) == 2 * writers * rounds + won
+    assert all(rt.hashing.sha256_hex(remote[seq]) == digest for seq, digest in published)
+    store = rt.open(url)
+    log = store.log()
+    assert len(log) == won and all(v.parent == (log[k + 1] if k + 1 < len(log) else None) for k, v in enumerate(log))
+    assert store.version("HEAD").row_count == writers * rounds * 5 and store.verify(allow_unsigned=True).ok
+
+
+def test_lease_writers_hammering_commits_from_threads_never_both_advance(
+    s3: Any, lease_url: str, rowtrail_home: Path, tmp_path: Path
+) -> None:
+    """Two writers (as on two machines: own backend, journal view, mirror and lease) run rounds of
+    source add + ingest + commit at once through the server that ignores If-None-Match: they take
+    turns, so neither ever sees a conflict, and nothing either was told it published is lost."""
+    rt.init(lease_url)
+    stores = [machine(lease_url, tmp_path / f"m{i}") for i in range(2)]
+    published: list[tuple[int, bytes]] = []
+    for s in stores:
+        _record_published(s, published)
+    start = threading.Barrier(2)
+    results: dict[int, tuple[int, int]] = {}
+
+    def run(i: int) -> None:
+        start.wait(timeout=30)
+        results[i] = _hammer(stores[i], f"w{i}", 2)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 2 and all(conflicts == 0 for _, conflicts in results.values()), results
+    _check_hammered(
+        s3, lease_url, [(seq, rt.hashing.sha256_hex(line)) for seq, line in published], sum(w for w, _ in results.values()), 2, 2
+    )
+
+
+LEASE_HAMMER = textwrap.dedent(
+    """
+    import hashlib, sys
+    import rowtrail as rt
+    from rowtrail.backends.objectstore import ObjectStoreBackend
+    sys.path.insert(0, sys.argv[4])
+    from test_s3_store import _hammer
+
+    url, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    real = ObjectStoreBackend.append_journal
+
+    def append(self, line, seq, digest):
+        real(self, line, seq, digest)
+        print("published", seq, hashlib.sha256(line).hexdigest(), flush=True)
+
+    ObjectStoreBackend.append_journal = append
+    store = rt.open(url)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    won, conflicts = _hammer(store, name, rounds)
+    print("done", won, conflicts, flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_lease_writers_hammering_commits_from_processes_never_both_advance(
+    s3: Any, lease_url: str, rowtrail_home: Path, tmp_path: Path
+) -> None:
+    """As above, with three processes and more rounds."""
+    rt.init(lease_url)
+    script = tmp_path / "hammer.py"
+    script.write_text(LEASE_HAMMER)
+    writers, rounds = 3, 4
+    procs = [
+        subprocess.Popen(
+            [PY, str(script), lease_url, f"p{i}", str(rounds), str(Path(__file__).parent)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, ROWTRAIL_CACHE=str(tmp_path / f"cache-{i}")),
+        )
+        for i in range(writers)
+    ]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()  # type: ignore[union-attr]
+    for p in procs:
+        p.stdin.write("go\n")  # type: ignore[union-attr]
+        p.stdin.flush()  # type: ignore[union-attr]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    done = [line.split() for out, _ in outs for line in out.splitlines() if line.startswith("done")]
+    assert len(done) == writers and all(d[2] == "0" for d in done), outs  # no conflicts: they took turns
+    published = [(int(w[1]), w[2]) for out, _ in outs for w in (line.split() for line in out.splitlines()) if w[0] == "published"]
+    _check_hammered(s3, lease_url, published, sum(int(d[1]) for d in done), writers, rounds)
+
+
+LEASE_HOLDER = textwrap.dedent(
+    """
+    import sys
+    import rowtrail as rt
+    from rowtrail.backends.objectstore import ObjectStoreBackend
+
+    url = sys.argv[1]
+    real = ObjectStoreBackend.append_journal
+
+    def append(self, line, seq, digest):
+        print("holding", self._v.lease.token, flush=True)
+        sys.stdin.readline()  # the test says when to go on (or kills this process first)
+        real(self, line, seq, digest)
+
+    ObjectStoreBackend.append_journal = append
+    try:
+        rt.open(url).sources.add("from-holder", kind="crawl")
+        print("published", flush=True)
+    except rt.ConflictError as exc:
+        print("conflict", " ".join(str(exc).split()), flush=True)
+    """
+)
+
+
+def _holder(script_dir: Path, url: str) -> tuple[subprocess.Popen[str], int]:
+    """A process in the middle of a write (it holds the lease) until told to go on."""
+    script = script_dir / "holder.py"
+    script.write_text(LEASE_HOLDER)
+    p = subprocess.Popen(
+        [PY, str(script), url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, ROWTRAIL_CACHE=str(script_dir / "holder-cache")),
+    )
+    line = p.stdout.readline().split()  # type: ignore[union-attr]
+    assert line and line[0] == "holding", p.stderr.read() if not line else line  # type: ignore[union-attr]
+    return p, int(line[1])
+
+
+def test_a_dead_holders_lease_is_taken_over_once_it_runs_out(s3: Any, lease_url: str, rowtrail_home: Path, tmp_path: Path) -> None:
+    import time
+
+    rt.init(lease_url).sources.add("alpha", kind="crawl")
+    holder, token = _holder(tmp_path, lease_url)
+    holder.send_signal(signal.SIGKILL)  # dies holding the lock, in the middle of its write
+    holder.communicate(timeout=30)
+    assert lock_record(s3, lease_url)["token"] == token and not lock_record(s3, lease_url)["released"]
+    t = time.monotonic()
+    store = rt.open(lease_url)
+    store.sources.add("after", kind="crawl")
+    waited = time.monotonic() - t
+    assert LEASE * 0.9 <= waited < LEASE + 5.0, waited  # a whole lease from when it first saw the dead record
+    assert lock_record(s3, lease_url)["token"] == token + 1
+    assert "after" in store.sources and "from-holder" not in store.sources and store.verify().ok
+
+
+def test_a_holder_renews_its_lease_others_wait_and_once_it_is_paused_past_it_it_cannot_write(
+    s3: Any, lease_url: str, rowtrail_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder in the middle of a long write keeps renewing: another writer waits and gets
+    StoreLockedError naming it. Then the holder is stopped (SIGSTOP: its renewals stop too); the
+    other writer takes the lock once the lease runs out and publishes; the holder, continued, gets
+    ConflictError and writes nothing. A released lock is taken at once."""
+    import time
+
+    from rowtrail.backends import local
+
+    rt.init(lease_url).sources.add("alpha", kind="crawl")
+    holder, token = _holder(tmp_path, lease_url)
+    try:
+        monkeypatch.setattr(local, "LOCK_WAIT_SECONDS", 0.5)  # raised to one lease + 2 settle times: 1.9 s
+        t = time.monotonic()
+        with pytest.raises(rt.StoreLockedError) as err:
+            rt.open(lease_url).sources.add("blocked", kind="crawl")
+        assert 1.9 <= time.monotonic() - t < 6
+        assert f"pid {holder.pid} (token {token})" in str(err.value) and "ROWTRAIL_LOCK_TIMEOUT" in str(err.value)
+        assert lock_record(s3, lease_url)["renewal"] >= 2  # renewed every lease / 3 meanwhile
+        holder.send_signal(signal.SIGSTOP)
+        monkeypatch.setattr(local, "LOCK_WAIT_SECONDS", 30.0)
+        store = rt.open(lease_url)
+        store.sources.add("meanwhile", kind="crawl")
+        assert lock_record(s3, lease_url)["token"] == token + 1
+        seq = store.state.seq
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.stdin.write("go\n")  # type: ignore[union-attr]
+        holder.stdin.flush()  # type: ignore[union-attr]
+        out, err_text = holder.communicate(timeout=60)
+    assert out.startswith("conflict"), (out, err_text)
+    assert "lost its lock" in out and f"token {token})" in out and "nothing of this write was committed" in out
+    rec = lock_record(s3, lease_url)
+    assert rec["released"] is True and rec["token"] == token + 1  # the continued holder left the new record alone
+    t = time.monotonic()
+    fresh = rt.open(lease_url)
+    assert fresh.state.seq == seq and "from-holder" not in fresh.sources and "blocked" not in fresh.sources
+    fresh.sources.add("after", kind="crawl")  # a released lock is taken at once: one settle time
+    assert time.monotonic() - t < LEASE and fresh.verify().ok
+
+
+def test_the_fencing_read_refuses_a_holder_whose_lock_was_taken_while_it_ran(s3: Any, lease_url: str, rowtrail_home: Path) -> None:
+    """A takeover the holder's clock did not foresee (here: another record written over the lock, as a
+    writer outside the timing assumptions or an operator would) is caught by the read before the put."""
+    store = rt.init(lease_url)
+    seq = store.state.seq
+    with pytest.raises(rt.ConflictError, match=r"lost its lock .*other-host pid 1 \(token 99\) took the lock over"):
+        with store._write() as state:
+            rec = lock_record(s3, lease_url)
+            assert rec["token"] == store.backend._v.lease.token and not rec["released"]
+            taken = dict(rec, holder="other-host pid 1", owner="x", token=99, renewal=0)
+            s3.put_object(Bucket=bucket_of(lease_url), Key=key_of(lease_url, "locks/journal.json"), Body=orjson.dumps(taken))
+            store._append(state, {"kind": "note"})
+    assert rt.open(lease_url).state.seq == seq  # nothing written
+    assert lock_record(s3, lease_url)["token"] == 99  # and the release left the other holder's record alone

@@ -14,7 +14,10 @@ published (its uploaded objects are content-addressed orphans, reused when it ru
 HEAD file to move and no lock: the tip is the highest entry a listing returns (S3 lists strongly
 consistently). Writes are refused on a server that ignores ``If-None-Match`` (probed once per process
 with a throwaway key) and on fsspec protocols with no atomic create-if-absent: without one, two writers
-could both publish entry N+1.
+could both publish entry N+1 — unless the store opts in to the **lease lock** (``ROWTRAIL_S3_LOCK=lease``
+or ``lock = "lease"`` under ``[storage]`` in its ``rowtrail.toml``; ``backends/lease.py``): writers then
+take turns through ``locks/journal.json`` (owner, lease, fencing token), safe under the timing
+assumptions stated there.
 
 Every reader and writer keeps a **local mirror** (``ROWTRAIL_CACHE``, default ``~/.cache/rowtrail``,
 then one directory per store URL) laid out like a local store: ``objects/`` holds each object it has
@@ -44,6 +47,8 @@ from typing import Any
 import orjson
 
 from ..errors import ConflictError, StoreError
+from . import local as _local
+from .lease import LOCK_KEY, LeaseLock, LeaseSettings
 from .local import OBJECT_DIR, LocalBackend, file_sha256
 
 JOURNAL_DIR = "journal"
@@ -61,6 +66,7 @@ VERIFY_THREADS = 16  # objects verify downloads at once
 FLUSH_BYTES = 64 << 20  # deferred uploads are sent in batches of about this many bytes
 _PROBED: dict[str, bool] = {}  # per store URL, per process: does the server honour If-None-Match?
 _PROBE_LOCK = threading.Lock()
+LOCK_MODES = ("conditional", "lease")  # how writers keep each other out: the server's conditional put, or a lease lock
 
 
 class _JournalView:
@@ -74,6 +80,8 @@ class _JournalView:
         self.last_seq = -1
         self.validated = False  # has this process compared its whole mirror of the journal with a listing?
         self.looked_at = -1.0  # time.monotonic() of the last listing
+        self.lease: LeaseLock | None = None  # in lease mode, while a write of this process holds the lock
+        self.lease_depth = 0
 
 
 _VIEWS: dict[tuple[str, str], _JournalView] = {}
@@ -152,6 +160,8 @@ class ObjectStoreBackend:
         self._known_remote: set[str] = set()  # objects this process has seen or put on the remote
         self._deferred: list[tuple[str, bytes]] | None = None
         self._deferred_bytes = 0
+        self._config_text: str | None = None  # the store's rowtrail.toml, as read by exists()
+        self._lock_settings: tuple[str, LeaseSettings] | None = None
 
     def __repr__(self) -> str:
         return f"<ObjectStoreBackend {self.url}>"
@@ -169,7 +179,10 @@ class ObjectStoreBackend:
 
     def exists(self) -> bool:
         try:
-            return bool(self.fs.exists(self._key("rowtrail.toml")))
+            self._config_text = self.fs.cat_file(self._key("rowtrail.toml")).decode("utf-8", "replace")
+            return True
+        except FileNotFoundError:
+            return False
         except Exception as exc:  # botocore's connection and credential errors are not OSErrors
             raise StoreError(
                 f"cannot reach {self.url} ({type(exc).__name__}: {exc}); check AWS_ENDPOINT_URL, the credentials "
@@ -177,6 +190,9 @@ class ObjectStoreBackend:
             ) from None
 
     def create(self, config_text: str) -> None:
+        if os.environ.get("ROWTRAIL_S3_LOCK", "").strip().lower() == "lease":  # every later writer takes the lease too
+            config_text += '\n[storage]\nlock = "lease"  # writers take turns through locks/journal.json (docs/scale.md)\n'
+        self._config_text = config_text
         try:
             self._require_atomic_create()
             self.fs.pipe_file(self._key("rowtrail.toml"), config_text.encode())
@@ -525,21 +541,28 @@ class ObjectStoreBackend:
         return b"".join(d + b"\n" for d in data if isinstance(d, bytes))
 
     def append_journal(self, line: bytes, seq: int, digest: str) -> None:
-        """Publish entry ``seq``: one conditional put, which fails if any writer created it first."""
-        self._require_atomic_create()
+        """Publish entry ``seq``: one conditional put, which fails if any writer created it first. In
+        lease mode the put is fenced first (this writer still holds the lock, and no entry ``seq``
+        exists) and read back after, since the server may ignore the condition."""
         key = self._key(JOURNAL_DIR, _seq_key(seq))
+        lease = self._lock_mode()[0] == "lease"
+        if lease:
+            if self._v.lease is None:
+                raise StoreError(f"a journal entry of {self.url} was written outside the store's lock (lease mode)")
+            self._v.lease.check()
+            if self.fs.exists(key):
+                self._conflict(seq)
+        else:
+            self._require_atomic_create()
         try:
             self.fs.pipe_file(key, line, mode="create")
         except FileExistsError:
-            self._v.looked_at = -1.0
             # a 412 can also answer a retry of our own put whose first response was lost: then it is published
             if not self._holds(key, line):
-                raise ConflictError(
-                    f"the store at {self.url} advanced while this write ran: another writer published journal entry {seq} "
-                    "first, so nothing of this write was committed (staged work already in the store is untouched). "
-                    "Run the command again: it starts from the new tip and reuses the objects already uploaded "
-                    "(see 'rowtrail status' / 'rowtrail log')"
-                ) from None
+                self._conflict(seq)
+        else:
+            if lease and not self._holds(key, line):  # overwritten at once: a writer outside the lease's assumptions
+                self._conflict(seq)
         etag = hashlib.md5(line, usedforsecurity=False).hexdigest()  # what S3 lists for a plain put
         with contextlib.suppress(OSError):
             mirror = self._journal_mirror()
@@ -555,6 +578,15 @@ class ObjectStoreBackend:
             else:
                 self._v.looked_at = -1.0  # our view was behind; list again on the next read
 
+    def _conflict(self, seq: int) -> None:
+        self._v.looked_at = -1.0
+        raise ConflictError(
+            f"the store at {self.url} advanced while this write ran: another writer published journal entry {seq} "
+            "first, so nothing of this write was committed (staged work already in the store is untouched). "
+            "Run the command again: it starts from the new tip and reuses the objects already uploaded "
+            "(see 'rowtrail status' / 'rowtrail log')"
+        )
+
     def _holds(self, key: str, line: bytes) -> bool:
         try:
             return bool(self.fs.cat_file(key) == line)
@@ -563,20 +595,87 @@ class ObjectStoreBackend:
 
     @contextlib.contextmanager
     def lock(self, wait: float | None = None) -> Iterator[None]:
-        """No lock on object storage: writers never wait, the conditional put of the next entry
-        decides. Threads of one process sharing this backend take turns; the tip is read afresh."""
+        """Conditional mode: no lock on object storage, writers never wait, the conditional put of the
+        next entry decides. Lease mode: hold the store's lease lock (``locks/journal.json``) for the
+        write. Either way threads of one process sharing this backend take turns, and the tip is read
+        afresh once the write may start."""
         with self._writer:
-            self._refresh(force=True)
-            yield
+            if self._lock_mode()[0] != "lease":
+                self._refresh(force=True)
+                yield
+                return
+            v = self._v
+            if v.lease_depth == 0:
+                lease = self._new_lease()
+                lease.acquire(_local.LOCK_WAIT_SECONDS if wait is None else wait)
+                v.lease = lease
+            v.lease_depth += 1
+            try:
+                self._refresh(force=True)
+                yield
+            finally:
+                v.lease_depth -= 1
+                if v.lease_depth == 0 and v.lease is not None:
+                    held, v.lease = v.lease, None
+                    with contextlib.suppress(Exception):  # a release that fails leaves the lease to run out
+                        held.release()
+
+    def _new_lease(self) -> LeaseLock:
+        self._require_writable_protocol(lease=True)
+        key = self._key(LOCK_KEY)
+
+        def read() -> bytes | None:
+            try:
+                return bytes(self.fs.cat_file(key))
+            except FileNotFoundError:
+                return None
+
+        def write(data: bytes) -> None:
+            self.fs.pipe_file(key, data)
+
+        return LeaseLock(read, write, f"{self.url}/{LOCK_KEY}", self._lock_mode()[1])
+
+    def _lock_mode(self) -> tuple[str, LeaseSettings]:
+        """How this store's writers keep each other out, and the lease timings: ``ROWTRAIL_S3_LOCK``,
+        ``ROWTRAIL_S3_LEASE`` and ``ROWTRAIL_S3_LEASE_SETTLE`` when set, else ``lock``,
+        ``lease_seconds`` and ``settle_seconds`` under ``[storage]`` in the store's rowtrail.toml, else
+        conditional puts (and a 30 s lease settling 1 s)."""
+        if self._lock_settings is None:
+            import tomllib
+
+            if self._config_text is None:
+                self.exists()
+            try:
+                storage = tomllib.loads(self._config_text or "").get("storage") or {}
+            except tomllib.TOMLDecodeError as exc:
+                raise StoreError(f"{self.url}/rowtrail.toml is not valid TOML ({exc})") from None
+            mode = (os.environ.get("ROWTRAIL_S3_LOCK") or str(storage.get("lock") or "conditional")).strip().lower()
+            if mode not in LOCK_MODES:
+                raise StoreError(
+                    f"unknown lock mode {mode!r} (ROWTRAIL_S3_LOCK or [storage] lock in rowtrail.toml): use 'conditional' or 'lease'"
+                )
+            try:
+                lease = float(os.environ.get("ROWTRAIL_S3_LEASE") or storage.get("lease_seconds") or LeaseSettings.lease)
+                settle = float(os.environ.get("ROWTRAIL_S3_LEASE_SETTLE") or storage.get("settle_seconds") or LeaseSettings.settle)
+            except (TypeError, ValueError) as exc:
+                raise StoreError(f"lease timings must be numbers of seconds ({exc})") from None
+            self._lock_settings = (mode, LeaseSettings(lease, settle))
+        return self._lock_settings
 
     # -- conditional writes ------------------------------------------------------------------------
-    def _require_atomic_create(self) -> None:
-        if self.protocol not in ATOMIC_CREATE:
+    def _require_writable_protocol(self, lease: bool = False) -> None:
+        if not lease and self.protocol not in ATOMIC_CREATE:
             raise StoreError(
                 f"cannot write to a store at {self.protocol}:// URLs: rowtrail publishes a write with an atomic "
                 "create-if-absent, which it knows how to do on S3-compatible storage (s3://) only; "
-                "this store can be read, not written"
+                "this store can be read, not written (or opt in to the lease lock: ROWTRAIL_S3_LOCK=lease, docs/scale.md)"
             )
+
+    def _require_atomic_create(self) -> None:
+        if self._lock_mode()[0] == "lease":
+            self._require_writable_protocol(lease=True)
+            return  # the lease lock keeps writers apart; the server need not honour If-None-Match
+        self._require_writable_protocol()
         with _PROBE_LOCK:
             ok = _PROBED.get(self.url)
             if ok is None:
@@ -585,7 +684,9 @@ class ObjectStoreBackend:
             raise StoreError(
                 f"the server behind {self.url} ignores If-None-Match on PutObject, so two writers could both "
                 "publish the same journal entry; rowtrail writes only to servers with conditional writes "
-                "(AWS S3, recent MinIO, Cloudflare R2, moto); this store can be read, not written"
+                "(AWS S3, recent MinIO, Cloudflare R2, moto), or, where every writer opts in, with a lease lock "
+                '(ROWTRAIL_S3_LOCK=lease, or lock = "lease" under [storage] in the store\'s rowtrail.toml; '
+                "safe under timing assumptions, see docs/scale.md); this store can be read, not written"
             )
 
     def _probe_conditional_put(self) -> bool:
