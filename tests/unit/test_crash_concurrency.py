@@ -395,24 +395,53 @@ def test_two_concurrent_writers(rowtrail_home: Path, tmp_path: Path) -> None:
 
 
 # -- the lock --------------------------------------------------------------------------------------
+#
+# Both tests run on a local store (fcntl.flock, gone the moment its holder dies) and on an S3 store whose
+# writers take the lease lock (backends/lease.py; moto on loopback): there a dead holder's lock outlives
+# it by at most one lease, 1.5 s here. (An S3 store in its default mode has no lock at all: writers
+# race at the conditional put, tests/unit/test_s3_store.py.)
+
+S3_LEASE = 1.5
 
 
-def test_blocked_writer_gets_store_locked_error(tmp_store: rt.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = tmp_store
+@dataclass
+class LockingStore:
+    store: rt.Store
+    outlives: float  # seconds a SIGKILLed holder's lock can outlast it
+    holder: tuple[str, str]  # the script that holds the lock until killed, and its argument
+
+
+@pytest.fixture(params=["local", "s3-lease"])
+def locking_store(request: pytest.FixtureRequest, tmp_path: Path, rowtrail_home: Path, monkeypatch: pytest.MonkeyPatch) -> LockingStore:
+    if request.param == "local":
+        store = rt.init(tmp_path / "store")
+        return LockingStore(store, 0.0, (FLOCK_HOLDER, str(store.path / "lock")))  # a bare flock, no rowtrail involved
+    url = request.getfixturevalue("s3_url")  # sets the AWS variables and ROWTRAIL_CACHE (children inherit them)
+    monkeypatch.setenv("ROWTRAIL_S3_LOCK", "lease")
+    monkeypatch.setenv("ROWTRAIL_S3_LEASE", str(S3_LEASE))
+    monkeypatch.setenv("ROWTRAIL_S3_LEASE_SETTLE", "0.2")
+    store = rt.init(url)
+    return LockingStore(store, S3_LEASE, (RT_LOCK_HOLDER, url))
+
+
+def test_blocked_writer_gets_store_locked_error(locking_store: LockingStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, outlives = locking_store.store, locking_store.outlives
     store.sources.add("first", kind="other")
-    holder = _spawn(_script(tmp_path, "flock_holder", FLOCK_HOLDER), str(store.path / "lock"))
+    script, arg = locking_store.holder
+    holder = _spawn(_script(tmp_path, "holder", script), arg)
     try:
         _await_line(holder, "locked")
 
-        # in-process: the timeout is read from LocalBackend's module constant
+        # in-process: the timeout is read from LocalBackend's module constant (a lease lock waits at
+        # least one lease, so that a dead holder's can run out)
         monkeypatch.setattr(local_backend, "LOCK_WAIT_SECONDS", 0.5)
         t0 = time.monotonic()
         with pytest.raises(rt.StoreLockedError) as info:
             store.sources.add("blocked", kind="other")
         waited = time.monotonic() - t0
-        assert 0.4 <= waited < 5, waited
+        assert max(0.4, outlives) <= waited < 5 + outlives, waited
         msg = str(info.value)
-        assert str(store.path) in msg and "locked by another writer" in msg and "ROWTRAIL_LOCK_TIMEOUT" in msg
+        assert store.url in msg and "locked by another writer" in msg and "ROWTRAIL_LOCK_TIMEOUT" in msg
         assert "blocked" not in store.sources
 
         # readers never take the lock
@@ -429,11 +458,11 @@ def test_blocked_writer_gets_store_locked_error(tmp_store: rt.Store, tmp_path: P
             "    print('LOCKED', exc); sys.exit(7)\n"
         )
         t0 = time.monotonic()
-        res = subprocess.run([PY, "-c", code, str(store.path)], env=env, capture_output=True, text=True, timeout=60)
+        res = subprocess.run([PY, "-c", code, store.url], env=env, capture_output=True, text=True, timeout=60)
         assert res.returncode == 7, res.stdout + res.stderr
         assert "locked by another writer" in res.stdout
         cli = subprocess.run(
-            [PY, "-m", "rowtrail", "--store", str(store.path), "source", "add", "blocked", "--kind", "other"],
+            [PY, "-m", "rowtrail", "--store", store.url, "source", "add", "blocked", "--kind", "other"],
             env=env,
             capture_output=True,
             text=True,
@@ -445,30 +474,33 @@ def test_blocked_writer_gets_store_locked_error(tmp_store: rt.Store, tmp_path: P
     finally:
         _sigkill(holder)
 
-    # the holder is dead: its flock died with it, and a short timeout is enough
+    # the holder is dead: its flock died with it (its lease runs out), and a short timeout is enough
     t0 = time.monotonic()
     store.sources.add("after", kind="other")
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 0.5 + (outlives + 2 if outlives else 0)
     assert "blocked" not in store.sources and "after" in store.sources
 
 
-def test_lock_never_outlives_its_process(tmp_store: rt.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = tmp_store
+def test_lock_never_outlives_its_process(locking_store: LockingStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(On S3 in lease mode: by no more than one lease.)"""
+    store, outlives = locking_store.store, locking_store.outlives
     monkeypatch.setattr(local_backend, "LOCK_WAIT_SECONDS", 0.3)
 
     # an open Store (in another process) holds no lock
     store.sources.add("seed", kind="other")
     store.ingest(pa.table({"text": ["a", "b"]}), source="seed")
     store.commit("seed")
-    reader = _spawn(_script(tmp_path, "idle_reader", IDLE_READER), str(store.path))
+    reader = _spawn(_script(tmp_path, "idle_reader", IDLE_READER), store.url)
     try:
         _await_line(reader, "ready")
+        t0 = time.monotonic()
         store.sources.add("while-open", kind="other")
+        assert time.monotonic() - t0 < 5  # not a lease's wait either: the reader took nothing
     finally:
         _sigkill(reader)
 
     # rowtrail's own lock, held by a process that is then killed with SIGKILL
-    holder = _spawn(_script(tmp_path, "rt_lock_holder", RT_LOCK_HOLDER), str(store.path))
+    holder = _spawn(_script(tmp_path, "rt_lock_holder", RT_LOCK_HOLDER), store.url)
     try:
         _await_line(holder, "locked")
         with pytest.raises(rt.StoreLockedError):
@@ -479,7 +511,7 @@ def test_lock_never_outlives_its_process(tmp_store: rt.Store, tmp_path: Path, mo
     store.sources.add("after-kill", kind="other")
     store.ingest(pa.table({"text": ["c"]}), source="after-kill")
     store.commit("after the holder died")
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 5 + outlives
     assert "during" not in store.sources
     rep = store.verify()
     assert rep.ok and rep.journal_state == "clean", rep.to_dict()

@@ -179,16 +179,24 @@ BAD_CASES = [
 ]
 
 
+@pytest.fixture
+def store_on_each_backend(any_store):
+    """As ``store``, on a local directory and on S3 (moto on loopback) in turn."""
+    any_store.sources.add("src-a", kind="partner-dump", license="CC-BY-4.0", legal_basis="contract")
+    return any_store
+
+
 @pytest.mark.parametrize("text,line,message", BAD_CASES)
-def test_bad_input_names_file_line_and_writes_nothing(store, tmp_path, text, line, message):
+def test_bad_input_names_file_line_and_writes_nothing(store_on_each_backend, tmp_path, text, line, message):
+    store = store_on_each_backend
     path = tmp_path / "bad.jsonl"
     path.write_text(text, encoding="utf-8")
-    before = store.backend.journal_path.read_bytes()
+    before = store.backend.journal_bytes()  # the journal as stored (on S3: the remote entries, not the mirror)
     objects = set(store.backend.iter_objects())
     with pytest.raises(rt.IngestError, match=rf"{path}:{line}: .*{message}") as err:
         ingest_rows(store, str(path))
     assert err.value.line == line and err.value.file == str(path)
-    assert store.backend.journal_path.read_bytes() == before
+    assert store.backend.journal_bytes() == before
     assert set(store.backend.iter_objects()) == objects
     assert not list((store.path / "tmp").glob("ing-*"))
 
