@@ -128,7 +128,21 @@ class ChunkCache:
     def load_all(self, chunks: list[list[Any]], records: bool = True) -> np.ndarray:
         if not chunks:
             return empty_records() if records else np.empty(0, dtype=ID_DTYPE)
-        return np.concatenate([self.get(c[0], records) for c in chunks])
+        if len(chunks) <= 4:  # a few chunks (a diff's changed ones): through the cache
+            return np.concatenate([self.get(c[0], records) for c in chunks])
+        # a whole version: decoded straight into one array (no cache entries, no concatenation)
+        out = np.empty(sum(int(c[1]) for c in chunks), dtype=RECORD_DTYPE if records else ID_DTYPE)
+        at = 0
+        for c in chunks:
+            hit = self._items.get((c[0], records))
+            arr = hit if hit is not None else decode_chunk(self.backend.read_bytes(c[0]), records)
+            if len(arr) != int(c[1]):
+                from ..errors import StoreError
+
+                raise StoreError(f"chunk {c[0][:12]} holds {len(arr)} rows, its manifest says {c[1]}; run 'rowtrail verify'")
+            out[at : at + len(arr)] = arr
+            at += len(arr)
+        return out
 
     def record_at(self, digest: str, count: int, pos: int) -> tuple[float, int, int]:
         """(weight, seg, row) of row ``pos`` of a row chunk, read without loading the chunk."""
