@@ -58,11 +58,14 @@ class PendingSegment:
 
 @dataclass
 class StepRun:
+    """What one step did. Its lineage tables are Arrow tables, or — once the engine has written
+    them to the store (``LocalEngine.write_tables``) — the digests of those objects (None: no rows)."""
+
     step: Step
-    drops: pa.Table
-    edges: pa.Table
-    weights: pa.Table
-    columns: pa.Table | None
+    drops: pa.Table | str | None
+    edges: pa.Table | str | None
+    weights: pa.Table | str | None
+    columns: pa.Table | str | None
     report: dict[str, Any]
 
 
@@ -115,6 +118,9 @@ class LocalEngine:
         self.warnings: list[str] = []
         self.pending: list[PendingSegment] = []
         self.progress = progress
+        # set by a caller that publishes the run: each step's lineage tables are written as objects
+        # (content-addressed, harmless if the run is never committed) as soon as the step is measured
+        self.write_tables: Callable[[Any], str | None] | None = None
         self._prov_cache: dict[int, pa.Table] = {}
         self._text_cache: tuple[int, pa.ChunkedArray | None] = (-1, None)
         self._field_cache: dict[int, pa.Table] = {}
@@ -317,6 +323,8 @@ class LocalEngine:
                 if w["level"] == "fail":
                     raise StepError(f"monitoring threshold exceeded — {text}; relax [monitor.thresholds] or fix the step")
                 warnings.append(text)
+            if self.write_tables is not None:  # to the store now, not held until the run is published
+                run.drops, run.edges, run.weights, run.columns = (self.write_tables(t) for t in (run.drops, run.edges, run.weights, run.columns))
             runs.append(run)
         before = None  # the last step's "before" frame
         order = sort_ids(frame.rec["id"])

@@ -72,12 +72,27 @@ def make_engine(store: Store, engine: str = "local", *, address: str | None = No
     raise StepError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
 
 
-def run_pipeline(store: Store, pipeline: Pipeline, inputs: np.ndarray | Callable[[], np.ndarray], progress: Callable[[str, int, int], None] | None = None, strict: bool = True, engine: str = "local", address: str | None = None) -> RunResult:
-    return make_engine(store, engine, address=address, progress=progress, strict=strict).run(pipeline, inputs)
+def run_pipeline(
+    store: Store,
+    pipeline: Pipeline,
+    inputs: np.ndarray | Callable[[], np.ndarray],
+    progress: Callable[[str, int, int], None] | None = None,
+    strict: bool = True,
+    engine: str = "local",
+    address: str | None = None,
+    publish: bool = False,
+) -> RunResult:
+    """Run a pipeline; with ``publish`` (a run that will be published) each step's lineage tables
+    are written to the store as soon as the step is done, so the run never holds them all."""
+    runner = make_engine(store, engine, address=address, progress=progress, strict=strict)
+    if publish:
+        runner.write_tables = lambda table: put_table(store.backend, table)
+    return runner.run(pipeline, inputs)
 
 
-def _put_table(store: Store, table: pa.Table | None, row_group: int = ROW_GROUP_ROWS) -> str | None:
-    return put_table(store.backend, table, row_group)
+def _put_table(store: Store, table: pa.Table | str | None, row_group: int = ROW_GROUP_ROWS) -> str | None:
+    """A step's lineage table as an object (a digest: the engine wrote it already)."""
+    return table if isinstance(table, str) else put_table(store.backend, table, row_group)
 
 
 def put_table(backend: Any, table: pa.Table | None, row_group: int = ROW_GROUP_ROWS) -> str | None:
@@ -245,7 +260,7 @@ def apply_locked(
     """Run the pipeline over the corpus's input set and (unless a dry run) publish the run with one
     ``pipeline`` journal entry; the caller holds the write lock."""
     # the engine builds the input set itself and lets it go once its frame is made
-    run = run_pipeline(store, pipeline, lambda: current_inputs(store, state, corpus), progress, strict=strict, engine=engine, address=address)
+    run = run_pipeline(store, pipeline, lambda: current_inputs(store, state, corpus), progress, strict=strict, engine=engine, address=address, publish=not dry_run)
     report = ApplyReport(
         corpus=corpus,
         pipeline=[s.definition() for s in pipeline.steps],
