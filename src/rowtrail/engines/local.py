@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -404,17 +404,21 @@ class LocalEngine:
 
     def _plan(self, frame: Frame, step: Step, needs: frozenset[str], found: set[str], stage: str) -> Any:
         """A global step's plan from the features of every batch (None for no rows: no batches to
-        decide). Only the plan outlives this call, not the features."""
-        feats = self._features(frame, step, needs, found, stage)
-        return step.plan(pa.Table.from_batches(feats)) if feats else None
+        decide), made by ``engines.partition.plan_global``: features are computed batch by batch and,
+        for a step whose plan decomposes, spilled by partition to the store's tmp directory and
+        planned one partition at a time. Only the plan outlives this call, not the features."""
+        from .partition import plan_global
 
-    def _features(self, frame: Frame, step: Step, needs: frozenset[str], found: set[str], stage: str) -> list[pa.RecordBatch]:
-        """A global step's features of every batch, in frame order (the input of ``step.plan``)."""
-        feats: list[pa.RecordBatch] = []
+        return plan_global(step, self._features(frame, step, needs, found, stage), len(frame), self.store.backend.ensure_tmp())
+
+    def _features(self, frame: Frame, step: Step, needs: frozenset[str], found: set[str], stage: str) -> Iterable[pa.RecordBatch]:
+        """A global step's features of every batch, in frame order (the input of ``step.plan``),
+        one batch at a time."""
+        done = 0
         for seg, pos in frame.groups():
-            feats.append(step.features(self.batch(frame, seg, pos, needs, found)))
-            self._tick(f"{stage} (features)", sum(len(f) for f in feats), len(frame))
-        return feats
+            yield step.features(self.batch(frame, seg, pos, needs, found))
+            done += len(pos)
+            self._tick(f"{stage} (features)", done, len(frame))
 
     def _decide(self, frame: Frame, step: Step, plan: Any, needs: frozenset[str], found: set[str], stage: str) -> Iterator[tuple[np.ndarray, StepOutput, tuple[np.ndarray, np.ndarray, int] | None]]:
         """Per batch, in frame order: its frame positions, what the step did to it (checked), and
