@@ -144,6 +144,13 @@ def test_ray_and_local_engines_give_the_same_version_lineage_and_drops(ray_sessi
     assert report.ok, report.problems
 
 
+def test_the_same_with_global_steps_planned_in_several_partitions_on_ray(ray_session, stores, small_batches, monkeypatch):
+    """The equivalence above with dedupe_exact's plan forced into 5 partitions (map tasks cut its
+    features by key hash, one Ray task plans each partition) and mix planned from partials."""
+    monkeypatch.setenv("ROWTRAIL_PARTITIONS", "5")
+    test_ray_and_local_engines_give_the_same_version_lineage_and_drops(ray_session, stores, small_batches)
+
+
 def kill_once_filter(marker: str, victim: str):
     """A filter predicate whose first call on ``victim``'s row kills its own worker process, once (a
     marker file records that it happened); Ray then runs the task again."""
