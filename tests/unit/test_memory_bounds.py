@@ -84,3 +84,88 @@ def test_memory_limit_reaches_duckdb_and_a_typo_is_an_actionable_error(monkeypat
     monkeypatch.setenv("ROWTRAIL_MEMORY_LIMIT", "lots")
     with pytest.raises(RowtrailError, match="ROWTRAIL_MEMORY_LIMIT='lots' is not a size"):
         duckdb_config()
+
+
+def _records(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
+    rec = np.zeros(n, dtype=manifest.RECORD_DTYPE)
+    rec["id"] = pool[rng.integers(0, len(pool), n)]
+    rec["w"] = rng.random(n)
+    rec["seg"] = rng.integers(0, 9, n)
+    rec["row"] = np.arange(n)
+    return rec
+
+
+def _pool(rng: np.random.Generator, trial: int) -> np.ndarray:
+    """Ids drawn from a small pool; some trials make every 8-byte prefix tie, or ids differ only in
+    trailing bytes (what numpy's 'S32' is least careful with)."""
+    raw = rng.integers(0, 256, (int(rng.integers(1, 60)), 32), dtype=np.uint8)
+    if trial % 3 == 0:
+        raw[:, :8] = 7
+    if trial % 5 == 0:
+        raw[:, 8:31] = 0
+    return raw.view(hashing.ID_DTYPE).ravel()
+
+
+def test_sort_ids_on_record_fields_with_prefix_ties_is_the_bytewise_order() -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        rec = _records(rng, _pool(rng, trial), int(rng.integers(0, 300)))
+        order = hashing.sort_ids(rec["id"])  # a strided field: read through the records, not copied
+        got = [bytes(rec[i : i + 1]["id"].tobytes()) for i in order]
+        assert got == sorted(got)
+        # stable: equal ids keep their order
+        same = [i for i in order if rec["id"][i] == rec["id"][order[0]]]
+        assert same == sorted(same)
+        assert np.array_equal(order, hashing.sort_ids(np.ascontiguousarray(rec["id"])))
+
+
+def test_input_set_union_and_difference_equal_the_set_definitions() -> None:
+    from rowtrail.ops.inputs import difference, union_keep_first
+
+    def reference_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        both = np.concatenate([a, b]).astype(manifest.RECORD_DTYPE) if len(a) else b
+        both = both[np.argsort(np.array([x.tobytes() for x in both["id"]], dtype=object), kind="stable")] if len(both) else both
+        keep = np.ones(len(both), dtype=bool)
+        keep[1:] = both["id"][1:] != both["id"][:-1]
+        return both[keep]
+
+    rng = np.random.default_rng(4)
+    for trial in range(200):
+        pool = _pool(rng, trial)
+        a = reference_union(np.zeros(0, manifest.RECORD_DTYPE), _records(rng, pool, int(rng.integers(0, 40))))
+        b = _records(rng, pool, int(rng.integers(0, 40)))
+        want = reference_union(a, b)
+        got = union_keep_first(a, b.copy())  # an id in both keeps a's record
+        assert got.dtype == manifest.RECORD_DTYPE and got.tobytes() == want.tobytes(), trial
+        drop = pool[rng.integers(0, len(pool), int(rng.integers(0, 20)))]
+        assert difference(a, drop).tobytes() == a[~np.isin(a["id"], drop)].tobytes(), trial
+
+
+def test_publish_byte_swaps_a_frame_in_place_to_the_stored_record_bytes() -> None:
+    from rowtrail.engines.local import FRAME_DTYPE
+    from rowtrail.ops.apply import as_stored_records
+
+    frame = np.zeros(1000, dtype=FRAME_DTYPE)
+    frame["id"] = np.frombuffer(np.random.default_rng(5).bytes(32 * 1000), dtype=hashing.ID_DTYPE)
+    frame["w"] = np.linspace(0.5, 7.25, 1000)
+    frame["seg"] = np.arange(1000) * 77
+    frame["row"] = np.arange(1000)[::-1]
+    want = frame.astype(manifest.RECORD_DTYPE).tobytes()
+    got = as_stored_records(frame)
+    assert got.dtype == manifest.RECORD_DTYPE and got.tobytes() == want
+    assert np.shares_memory(got, frame)  # in place: no second copy of the rows
+
+
+def test_column_cache_is_bounded_by_bytes(tmp_path, monkeypatch) -> None:
+    import rowtrail as rt
+    from rowtrail import store as store_module
+
+    s = rt.init(tmp_path / "s")
+    s.sources.add("a", kind="crawl", license="CC0-1.0", legal_basis="public")
+    for part in range(6):
+        s.ingest(pa.table({"key": [f"{part}-{i}" for i in range(500)], "text": [f"t {part} {i}" for i in range(500)]}), source="a", key_field="key")
+    monkeypatch.setattr(store_module, "COLUMN_CACHE_BYTES", 3 * 500 * 32)
+    for seg in range(len(s.state.segments)):
+        s.segment_column(seg, "row_id")
+    assert sum(v.nbytes for v in s._columns.values()) <= 3 * 500 * 32
+    assert len(s._columns) == 3  # the three most recent segments
