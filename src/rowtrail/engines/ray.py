@@ -72,6 +72,9 @@ if TYPE_CHECKING:
 
 RAY_HINT = "pip install 'rowtrail[ray]'"
 GROUPS_PER_TASK = 4  # batches of one segment a task decides together (it reads the segment once)
+# batches of one segment a map task of a partitioned plan cuts together: fewer map tasks, fewer
+# pieces (tasks × partitions objects in Ray's object store), at ~16 × 65,536 rows of features a task
+PARTITION_GROUPS_PER_TASK = 16
 MAX_RETRIES = 3  # a task whose worker dies runs again this many times
 PROBE_ROWS = 4096  # rows whose features size sets the number of partitions of a plan
 
@@ -345,11 +348,12 @@ class RayEngine(LocalEngine):
         """The batches as task blocks (a few batches of one segment each: frame records and attached
         columns) and the context every task shares (in Ray's object store)."""
         attached = sorted(set(needs) & set(frame.columns))
+        per_task = PARTITION_GROUPS_PER_TASK if mode == "partition" else GROUPS_PER_TASK
         blocks: list[pa.Table] = []
         current: list[dict[str, Any]] = []
         segs_used: set[int] = set()
         for k, (seg, pos) in enumerate(groups):
-            if current and (current[-1]["seg"] != seg or len(current) >= GROUPS_PER_TASK):
+            if current and (current[-1]["seg"] != seg or len(current) >= per_task):
                 blocks.append(pa.Table.from_pylist(current, schema=_TASK_SCHEMA))
                 current = []
             cols = _to_ipc(pa.table({n: frame.columns[n].take(pa.array(pos)) for n in attached})) if attached else b""
@@ -467,8 +471,8 @@ def _worker_frame(row: dict[str, Any]) -> tuple[Frame, int, np.ndarray]:
 
 
 def _partition_task(block: pa.Table, ctx: dict[str, Any]) -> Any:
-    """One Ray task of a partitioned plan (``RayEngine._plan``): the features of a few batches of
-    one segment, cut into ``parts`` pieces by partition (Arrow IPC, b"" for an empty piece) or
+    """One Ray task of a partitioned plan (``RayEngine._plan``): the features of up to
+    ``PARTITION_GROUPS_PER_TASK`` batches of one segment, cut into ``parts`` pieces by partition (Arrow IPC, b"" for an empty piece) or
     reduced to partials. Returns a summary (rows, columns found, partials) and then the pieces."""
     engine = _worker_engine(ctx)
     step: Step = ctx["step"]
