@@ -9,6 +9,12 @@ commands on a local store give the baseline seconds.
 
     python bench/s3_requests.py                # 200 k rows
     python bench/s3_requests.py --rows 1000000
+    python bench/s3_requests.py --lock lease   # writers take the lease lock (servers without conditional writes)
+
+With ``--lock lease`` every write also reads, claims, settles (``--settle``, default 1 s, rowtrail's
+default) and releases ``locks/journal.json``, and each journal put is fenced by a read of the lock, a
+HEAD of the entry and a read-back (docs/scale.md). Results are appended to ``OUT/results.json`` under
+``"s3_requests"``.
 
 Loopback has no network latency: on real S3 add ~10-30 ms per request round trip (requests in one
 batch run concurrently), which is why the request counts are the figure that transfers.
@@ -51,6 +57,8 @@ class Counter(logging.Handler):
             what = "list"
         elif "/journal/" in path:
             what = "journal"
+        elif "/locks/" in path:
+            what = "lock"
         elif "/objects/" in path:
             what = "objects"
         else:
@@ -124,6 +132,9 @@ def session(where: str, n: int, counter: Counter | None, cache: Path | None) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--lock", choices=["conditional", "lease"], default="conditional", help="how S3 writers keep each other out")
+    ap.add_argument("--settle", type=float, default=1.0, help="lease mode: seconds a claim settles (ROWTRAIL_S3_LEASE_SETTLE)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = ap.parse_args()
 
     from moto.server import ThreadedMotoServer
@@ -155,16 +166,33 @@ def main() -> None:
     try:
         local = session(str(work / "local"), args.rows, None, None)
         counter.take()
+        if args.lock == "lease":
+            os.environ.update(ROWTRAIL_S3_LOCK="lease", ROWTRAIL_S3_LEASE_SETTLE=str(args.settle))
         s3 = session("s3://rowtrail-bench/store", args.rows, counter, work / "cache")
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"rows: {args.rows:,}   python {sys.version.split()[0]}   load average {os.getloadavg()[0]:.1f}")
+    print(f"rows: {args.rows:,}   lock: {args.lock}   python {sys.version.split()[0]}   load average {os.getloadavg()[0]:.1f}")
     print(f"{'command':44} {'local s':>8} {'s3 s':>8} {'ratio':>6}  requests on S3")
     for (name, tl, _), (_, ts, req) in zip(local, s3):
         total = sum(req.values())
         detail = ", ".join(f"{k} {v}" for k, v in req.items())
         print(f"{name:44} {tl:8.2f} {ts:8.2f} {ts / tl if tl > 0 else float('nan'):6.1f}  {total:5d}  ({detail})")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from corpus import append_result
+
+    entry = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rows": args.rows,
+        "lock": args.lock,
+        "settle": args.settle if args.lock == "lease" else None,
+        "load_average": os.getloadavg()[0],
+        "commands": [
+            {"command": name, "local_s": round(tl, 3), "s3_s": round(ts, 3), "requests": sum(req.values()), "by_kind": req}
+            for (name, tl, _), (_, ts, req) in zip(local, s3)
+        ],
+    }
+    print("results:", append_result(args.out, "s3_requests", entry))
 
 
 if __name__ == "__main__":
