@@ -879,3 +879,63 @@ def test_the_fencing_read_refuses_a_holder_whose_lock_was_taken_while_it_ran(s3:
             store._append(state, {"kind": "note"})
     assert rt.open(lease_url).state.seq == seq  # nothing written
     assert lock_record(s3, lease_url)["token"] == 99  # and the release left the other holder's record alone
+
+
+def test_two_claims_racing_for_a_free_lock_leave_exactly_one_holder(s3: Any, lease_url: str, rowtrail_home: Path) -> None:
+    """Both contenders read the lock free and write their claims before either reads back (forced by
+    the injected sleep): the read-back shows the later claim to both, so exactly one holds; the other
+    waits, and gives up while the holder keeps renewing."""
+    from rowtrail.backends.lease import LeaseLock, LeaseSettings
+
+    rt.init(lease_url)  # the lock object exists, released, token 1
+    backend = ObjectStoreBackend(lease_url)
+    key = backend._key("locks/journal.json")
+
+    def read() -> bytes | None:
+        try:
+            return backend._cat(key)
+        except FileNotFoundError:
+            return None
+
+    claimed = threading.Barrier(2)
+
+    def contender() -> LeaseLock:
+        first = [True]
+
+        def sleep(seconds: float) -> None:
+            if first[0]:  # the settle after the claim: wait until both claims have landed
+                first[0] = False
+                claimed.wait(timeout=30)
+            else:
+                threading.Event().wait(seconds)
+
+        return LeaseLock(
+            read, lambda data: backend.fs.pipe_file(key, data), f"{lease_url}/locks/journal.json", LeaseSettings(LEASE, SETTLE), sleep=sleep
+        )
+
+    locks = [contender(), contender()]
+    outcome: dict[int, Any] = {}
+
+    def acquire(i: int) -> None:
+        try:
+            locks[i].acquire(wait=0.5)
+            outcome[i] = "held"
+        except rt.StoreLockedError as exc:
+            outcome[i] = exc
+
+    threads = [threading.Thread(target=acquire, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(str(type(o).__name__) for o in outcome.values()) == ["StoreLockedError", "str"], outcome
+    winner = next(i for i, o in outcome.items() if o == "held")
+    assert locks[winner].token == 2 and lock_record(s3, lease_url)["token"] == 2 and lock_record(s3, lease_url)["renewal"] >= 1
+    assert locks[winner].check() == 2
+    locks[winner].release()
+    loser = locks[1 - winner]
+    loser.acquire(wait=0.5)  # released: taken at once, with the next token
+    assert loser.token == 3
+    loser.release()
+    rec = lock_record(s3, lease_url)
+    assert rec["released"] is True and rec["token"] == 3
