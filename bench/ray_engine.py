@@ -5,7 +5,8 @@ other in this one process), and for each engine, a fresh store: 200 sources, the
 (plus every 50th row again under another source, so the dedupe has work), then ``apply`` of
 filter + dedupe_exact + upsample (add ``--near`` for dedupe_near too), then an unsigned commit.
 Timed: the ingest, the apply, and Ray's own start-up (``ray.init`` and one warm-up task per CPU that
-imports rowtrail in the worker processes, once, outside the ratios). The inputs are read once
+imports rowtrail in the worker processes, outside the ratios). Ray is started after the local run
+and shut down at the end of each size, so no local run shares the machine with an idle Ray. The inputs are read once
 before each ingest (a warm page cache for both). The two versions' ``content_id`` must be equal, and
 the two stores must hold the same segments (same parts, same row counts).
 
@@ -181,12 +182,10 @@ def run_size(rows: int, a: argparse.Namespace, out: Path, watch: RssWatch, ray_b
     files = corpus_files(rows, out)
     generate_s = time.perf_counter() - t0
     loadavg_start = [round(x, 2) for x in os.getloadavg()]
-    local_store, local = run_engine("local", files, work, a.near, watch)
-    ray_init = None
-    if "ray" not in ray_box:
-        t0 = time.perf_counter()
-        ray_box["ray"] = start_ray(a.cpus)
-        ray_init = round(time.perf_counter() - t0, 2)
+    local_store, local = run_engine("local", files, work, a.near, watch)  # no Ray running yet
+    t0 = time.perf_counter()
+    ray_box["ray"] = start_ray(a.cpus)
+    ray_init = round(time.perf_counter() - t0, 2)
     ray_store, remote = run_engine("ray", files, work, a.near, watch)
     # the engines alone, alternating (dry runs: compute, no publish), against the machine's drift
     runs: dict[str, list[float]] = {"local": [], "ray": []}
@@ -195,6 +194,7 @@ def run_size(rows: int, a: argparse.Namespace, out: Path, watch: RssWatch, ray_b
             t0 = time.perf_counter()
             apply(local_store if engine == "local" else ray_store, pipeline(a.near), engine=engine, dry_run=True)
             runs[engine].append(round(time.perf_counter() - t0, 2))
+    ray_box.pop("ray").shutdown()  # the next size's local run has the machine without Ray
     result = {
         "bench": "ray_engine",
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -245,11 +245,7 @@ def print_result(result: dict) -> None:
             f"{r['peak_rss'][p].get('tree_mb', 0)}/{r['peak_rss'][p].get('driver_mb', 0)}" for p in ("ingest", "apply", "commit")
         )
         print(f"{name:8} {r['ingest_seconds']:9.2f} {r['apply_seconds']:9.2f} {r['total_seconds']:9.2f}   {rss}")
-    init = (
-        f"ray.init + warm-up {result['ray_init_seconds']:.1f} s, not in the ratios"
-        if result["ray_init_seconds"] is not None
-        else "Ray already up"
-    )
+    init = f"ray.init + warm-up {result['ray_init_seconds']:.1f} s, not in the ratios"
     print(
         f"ray/local  ingest {result['ratio_ingest']:.2f}×  apply {result['ratio_apply']:.2f}×  total {result['ratio_total']:.2f}×  ({init})"
     )
