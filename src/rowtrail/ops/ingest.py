@@ -499,6 +499,8 @@ def run_parts_on_ray(
     try:
         results = run_ingest_parts(spec, parts, tables, progress, address)
     except ray.exceptions.RayError as exc:
+        for p in Path(spec.tmp_dir).glob(f"{spec.ingest_id}-*.parquet"):  # the parts that did finish
+            p.unlink(missing_ok=True)
         raise IngestError(f"an ingest task failed on Ray: {exc}") from None
     written = [p for r in results for p in (r.provenance, r.content) if p]
     unseen = [p for p in written if not os.path.exists(p)]
@@ -572,8 +574,9 @@ def ingest(
     """Ingest files and tables (the module docstring says how). ``engine="ray"`` reads the input
     parts as Ray tasks (a local Ray, or the cluster at ``address``) instead of local worker processes;
     ``workers`` then defaults to the cluster's CPU count. The parts depend only on the inputs and
-    ``workers``, so a Ray ingest writes the same objects and the same journal entry as a local ingest
-    with the same ``workers`` (and the same rows, row ids and ``content_id`` with any ``workers``)."""
+    ``workers``, so a Ray ingest writes the same segments as a local ingest with the same ``workers``
+    — byte for byte, journal entry included, but for the ingest's id and time, which come from the
+    clock — and the same rows, row ids and ``content_id`` with any ``workers``."""
     from ..versions.journal import now_rfc3339
 
     if engine not in ENGINES:
