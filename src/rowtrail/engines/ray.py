@@ -232,7 +232,7 @@ class RayEngine(LocalEngine):
             planner = ray.remote(_plan_part).options(num_cpus=1, max_retries=MAX_RETRIES)
             plans = ray.get([planner.remote(ctx, *[o[1 + p] for o in outs]) for p in range(parts)])
         del outs, heads
-        return step.merge_plans([plan for plan in plans if plan is not None])
+        return step.merge_plans(plans)
 
     def _partition_count(self, frame: Frame, step: Step, needs: frozenset[str], groups: list[tuple[int, np.ndarray]]) -> int:
         """P: forced (``partitions``, ``ROWTRAIL_PARTITIONS``), or from the rows and the features size

@@ -169,7 +169,8 @@ class Step:
         return None
 
     def merge_plans(self, plans: list[Any]) -> Any:
-        """The plan over all features from the plans of its parts (a step with ``partition_by``)."""
+        """The plan over all features from the plans of its parts (a step with ``partition_by``; None
+        for a part without rows). It may empty the list, freeing each part once merged."""
         raise NotImplementedError(f"step '{self.name}' has partition_by but no merge_plans")
 
     def partial(self, features: pa.RecordBatch) -> Any:

@@ -460,15 +460,22 @@ class DedupeExact(_Dedupe):
             groups = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         return self._resolve(features, groups)
 
-    def merge_plans(self, plans: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        """The plans of key partitions as one: every loser (in exactly one part) with its survivor, sorted."""
-        plans = [p for p in plans if p is not None]
-        if not plans:
-            return np.empty(0, ID_DTYPE), np.empty(0, ID_DTYPE)
-        lost = np.concatenate([p[0] for p in plans])
-        into = np.concatenate([p[1] for p in plans])
+    def merge_plans(self, plans: list[tuple[np.ndarray, np.ndarray] | None]) -> tuple[np.ndarray, np.ndarray]:
+        """The plans of key partitions as one: every loser (in exactly one part) with its survivor,
+        sorted. Empties ``plans`` as it goes (each part is freed once copied: 1.5× the plan at peak)."""
+        n = sum(len(p[0]) for p in plans if p is not None)
+        lost, into = np.empty(n, ID_DTYPE), np.empty(n, ID_DTYPE)
+        at = 0
+        while plans:
+            part = plans.pop()
+            if part is not None:
+                k = len(part[0])
+                lost[at : at + k], into[at : at + k] = part
+                at += k
+            del part
         order = sort_ids(lost)
-        return lost[order], into[order]
+        lost = lost[order]
+        return lost, into[order]
 
 
 class DedupeNear(_Dedupe):
