@@ -99,12 +99,18 @@ class Frame:
 
     def groups(self, positions: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """(segment, frame positions) per segment, each cut into batches of at most BATCH_ROWS."""
-        pos = np.arange(len(self.rec)) if positions is None else positions
-        if len(pos) == 0:
+        if positions is None:  # every row: runs of one segment found on the records themselves
+            segs = self.rec["seg"]
+            cuts = [0, *(np.flatnonzero(segs[1:] != segs[:-1]) + 1).tolist(), len(segs)]
+            for lo, hi in zip(cuts[:-1], cuts[1:]):
+                for start in range(lo, hi, BATCH_ROWS):
+                    yield int(segs[lo]), np.arange(start, min(start + BATCH_ROWS, hi))
             return
-        segs = self.rec["seg"][pos]
-        bounds = np.flatnonzero(np.diff(segs.astype(np.int64))) + 1
-        for part in np.split(pos, bounds):
+        if len(positions) == 0:
+            return
+        segs = self.rec["seg"][positions]
+        bounds = np.flatnonzero(segs[1:] != segs[:-1]) + 1
+        for part in np.split(positions, bounds):
             for start in range(0, len(part), BATCH_ROWS):
                 yield int(self.rec["seg"][part[0]]), part[start : start + BATCH_ROWS]
 
