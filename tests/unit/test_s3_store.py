@@ -939,3 +939,22 @@ def test_two_claims_racing_for_a_free_lock_leave_exactly_one_holder(s3: Any, lea
     loser.release()
     rec = lock_record(s3, lease_url)
     assert rec["released"] is True and rec["token"] == 3
+
+
+def test_the_lease_lock_needs_only_reads_and_writes_so_other_fsspec_protocols_become_writable(
+    tmp_path: Path, rowtrail_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsspec's in-memory filesystem has no atomic create: refused by default, written in lease mode."""
+    url = f"memory://{tmp_path.name}/store"
+    with pytest.raises(rt.StoreError, match="create-if-absent.*ROWTRAIL_S3_LOCK=lease"):
+        rt.init(url)
+    monkeypatch.setenv("ROWTRAIL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ROWTRAIL_S3_LOCK", "lease")
+    monkeypatch.setenv("ROWTRAIL_S3_LEASE", "1.0")
+    monkeypatch.setenv("ROWTRAIL_S3_LEASE_SETTLE", "0.05")
+    store = rt.init(url + "-lease")
+    store.sources.add("alpha", kind="crawl")
+    store.ingest(table(10), source="alpha", key_field="id")
+    assert store.commit("on memory", sign=False).row_count == 10
+    rec = orjson.loads(store.backend.fs.cat_file(store.backend._key("locks/journal.json")))
+    assert rec["token"] == 4 and rec["released"] is True and store.verify(allow_unsigned=True).ok
