@@ -566,8 +566,16 @@ class ObjectStoreBackend:
             if not self._holds(key, line):
                 self._conflict(seq)
         else:
-            if lease and not self._holds(key, line):  # overwritten at once: a writer outside the lease's assumptions
-                self._conflict(seq)
+            if lease:  # the server may have ignored the condition: read the entry back
+                try:
+                    back = self._cat(key)
+                except (OSError, FileNotFoundError) as exc:
+                    raise StoreError(
+                        f"journal entry {seq} of {self.url} was sent but could not be read back ({exc}); "
+                        "see 'rowtrail log' for whether this write was published before running it again"
+                    ) from None
+                if back != line:  # overwritten at once: a writer outside the lease's assumptions
+                    self._conflict(seq)
         etag = hashlib.md5(line, usedforsecurity=False).hexdigest()  # what S3 lists for a plain put
         with contextlib.suppress(OSError):
             mirror = self._journal_mirror()
