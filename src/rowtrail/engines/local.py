@@ -400,9 +400,11 @@ class LocalEngine:
         out.new_positions = np.arange(n_old, len(rec))  # type: ignore[attr-defined]
         run = StepRun(
             step=step,
-            drops=pa.concat_tables(drops).combine_chunks() if drops else DROP_SCHEMA.empty_table(),
-            edges=pa.concat_tables(edges).combine_chunks() if edges else EDGE_SCHEMA.empty_table(),
-            weights=pa.concat_tables(weights).combine_chunks() if weights else WEIGHT_SCHEMA.empty_table(),
+            # one chunk per batch, not combined (a second copy): written as they are, they give the
+            # same Parquet bytes as the combined table (row groups of ROW_GROUP_ROWS either way)
+            drops=pa.concat_tables(drops) if drops else DROP_SCHEMA.empty_table(),
+            edges=pa.concat_tables(edges) if edges else EDGE_SCHEMA.empty_table(),
+            weights=pa.concat_tables(weights) if weights else WEIGHT_SCHEMA.empty_table(),
             columns=pa.table({"row_id": numpy_to_ids_column(rec["id"][: n_old]), **{k: v for k, v in attached.items() if k in col_parts}}) if col_parts else None,
             report={},
         )
@@ -615,11 +617,11 @@ def _report(step: Step, before: dict[str, Any], frame: Frame, run: StepRun, moni
     }
     dropped: dict[str, int] = {}
     if run.drops.num_rows:
-        for item in pc.value_counts(run.drops.column("reason_code").combine_chunks()).to_pylist():
+        for item in pc.value_counts(run.drops.column("reason_code")).to_pylist():
             dropped[item["values"]] = int(item["counts"])
     edges: dict[str, int] = {}
     if run.edges.num_rows:
-        for item in pc.value_counts(run.edges.column("kind").combine_chunks()).to_pylist():
+        for item in pc.value_counts(run.edges.column("kind")).to_pylist():
             edges[item["values"]] = int(item["counts"])
     drift: dict[str, Any] = {}
     alerts: list[dict[str, Any]] = []
