@@ -47,7 +47,10 @@ def chunk_cuts(ids: np.ndarray) -> np.ndarray:
     # block by block: ``ids`` is often a field of a record array, whose whole copy would cost 32 B a row
     ends = np.concatenate(
         [
-            np.flatnonzero((np.ascontiguousarray(ids[lo : lo + HASH_BLOCK], dtype=ID_DTYPE).view(">u4").reshape(-1, 8)[:, 7] % CHUNK_MODULUS) == 0) + (lo + 1)
+            np.flatnonzero(
+                (np.ascontiguousarray(ids[lo : lo + HASH_BLOCK], dtype=ID_DTYPE).view(">u4").reshape(-1, 8)[:, 7] % CHUNK_MODULUS) == 0
+            )
+            + (lo + 1)
             for lo in range(0, len(ids), HASH_BLOCK)
         ]
     )
@@ -269,12 +272,15 @@ def split_levels(nodes: np.ndarray, n: int, level: int = CACHE_LEVEL) -> list[np
 
 class MerkleBuilder:
     """``upper_levels`` fed in pieces: ids in order through ``add``, then ``finish`` gives the same root
-    and levels. Leaves are hashed ``HASH_BLOCK`` at a time up to ``level`` (as ``upper_levels`` does),
-    so it holds one block of ids and the level-``level`` nodes (N / 2^level hashes), never N leaves."""
+    and levels. Leaves are hashed ``block`` at a time (default ``HASH_BLOCK``; any power of two) up to
+    ``level``, as ``upper_levels`` does, so it holds one block of ids and the level-``level`` nodes
+    (N / 2^level hashes), never N leaves."""
 
-    def __init__(self, level: int = CACHE_LEVEL):
+    def __init__(self, level: int = CACHE_LEVEL, block: int | None = None):
         self.level = level
-        self.block = max(HASH_BLOCK, 1 << level)
+        self.block = max(block or HASH_BLOCK, 1 << level)
+        if self.block & (self.block - 1):
+            raise ValueError(f"a Merkle hashing block must be a power of two, not {self.block}")
         self.count = 0
         self._pending: list[np.ndarray] = []
         self._pending_n = 0
