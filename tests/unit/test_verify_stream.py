@@ -1,11 +1,12 @@
 """Verify streams a version chunk by chunk (issue 7: a multi-terabyte store stays checkable in bounded
 memory) and still finds everything the whole-array checks found.
 
-The store is built with 8-row average chunks and verify reads 64 rows, 32 provenance rows and 300
-rows per full-check pass at a time, so every version spans many batches, slabs and passes. Each damage
-below is written the way a forger who can rewrite a manifest would (new, well-formed chunk objects; the
-manifest object rewritten in place), and the exact problems verify reports for the version are pinned:
-they are the ones the whole-array implementation reported for the same damage.
+The store is built with 8-row average chunks; verify reads 64 rows, 32 provenance rows and 300 rows
+per full-check pass at a time and hashes 1,024 ids at a time, so every version spans many batches,
+slabs, passes and Merkle blocks. Each damage below is written the way a forger who can rewrite a
+manifest would (new, well-formed chunk objects; the manifest object rewritten in place), and the exact
+problems verify reports for the version are pinned: they are the ones the whole-array implementation
+reported for the same damage (compared side by side while this was written).
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ def test_merkle_builder_fed_in_pieces_equals_upper_levels(monkeypatch: pytest.Mo
         got_root, got_nodes = builder.finish()
         assert (got_root, got_nodes.tobytes()) == (root, nodes.tobytes()), (n, level, block)
         assert builder.count == n
+        own = manifest.MerkleBuilder(level, block=1 << max(level, 1))  # its own block: any power of two
+        own.add(ids)
+        assert own.finish()[0] == root
+    with pytest.raises(ValueError, match="power of two"):
+        manifest.MerkleBuilder(0, block=3)
 
 
 def test_sums_fed_in_pieces_are_the_exact_sums_correctly_rounded() -> None:
@@ -110,6 +116,7 @@ def _small(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(verify_mod, "ROW_BATCH", 64)
     monkeypatch.setattr(verify_mod, "READ_SLAB", 32)
     monkeypatch.setattr(verify_mod, "ROWS_PER_PASS", 300)
+    monkeypatch.setattr(verify_mod, "MERKLE_BLOCK", 1 << 10)  # the least a level-10 tree can take
 
 
 @pytest.fixture(scope="module")

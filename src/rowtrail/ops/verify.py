@@ -277,7 +277,7 @@ def _check_version(
         content_hashes, cbuilder = _load_contents(contents)
         inputs_list, inputs = rows_list, None  # the same list: the rows' root is the inputs' root
         if input_chunks != rows_chunks:
-            inputs_list, inputs = _ChunkStream(store, rep, label, input_chunks, True), MerkleBuilder()
+            inputs_list, inputs = _ChunkStream(store, rep, label, input_chunks, True), MerkleBuilder(block=MERKLE_BLOCK)
             for _, batch in inputs_list.batches():
                 inputs.add(batch["id"])
     except (RowtrailError, KeyError, ValueError) as exc:
@@ -329,6 +329,7 @@ def _check_version(
 ROW_BATCH = 1 << 18  # a version's rows read this many at a time (whole chunks: ~12 MB of records)
 ROWS_PER_PASS = 1 << 22  # full verify: rows (40 B each) whose provenance one pass over the chunks rechecks
 READ_SLAB = 1 << 16  # provenance and content rows read at a time (the row groups holding a range of rows)
+MERKLE_BLOCK = 1 << 18  # ids hashed at a time into the Merkle trees (the hashing holds ~200 B a row meanwhile)
 
 
 class _ChunkStream:
@@ -385,7 +386,7 @@ def _load_contents(stream: _ChunkStream) -> tuple[np.ndarray, MerkleBuilder]:
     """A version's distinct content hashes, in one array (32 B each: the one list verify holds whole,
     to match each row's content hash against), and their Merkle tree."""
     out = np.empty(sum(int(c[1]) for c in stream.chunks), dtype=ID_DTYPE)
-    builder = MerkleBuilder()
+    builder = MerkleBuilder(block=MERKLE_BLOCK)
     for start, batch in stream.batches():
         out[start : start + len(batch)] = batch
         builder.add(out[start : start + len(batch)])
@@ -471,7 +472,7 @@ class _RowsPass:
 
     def __init__(self, run: _Run, total: int, sample: int | None):
         self.run = run
-        self.builder = MerkleBuilder()
+        self.builder = MerkleBuilder(block=MERKLE_BLOCK)
         self.weights = hashlib.sha256()
         self.count = 0
         self.run_matches = run.rows == total
