@@ -47,10 +47,7 @@ def chunk_cuts(ids: np.ndarray) -> np.ndarray:
     # block by block: ``ids`` is often a field of a record array, whose whole copy would cost 32 B a row
     ends = np.concatenate(
         [
-            np.flatnonzero(
-                (np.ascontiguousarray(ids[lo : lo + HASH_BLOCK], dtype=ID_DTYPE).view(">u4").reshape(-1, 8)[:, 7] % CHUNK_MODULUS) == 0
-            )
-            + (lo + 1)
+            np.flatnonzero((np.ascontiguousarray(ids[lo : lo + HASH_BLOCK], dtype=ID_DTYPE).view(">u4").reshape(-1, 8)[:, 7] % CHUNK_MODULUS) == 0) + (lo + 1)
             for lo in range(0, len(ids), HASH_BLOCK)
         ]
     )
