@@ -201,7 +201,8 @@ class RayEngine(LocalEngine):
         and this process merges the parts' plans; it never holds the features. Other steps: the
         features come here and are planned whole."""
         if not partitionable(step):
-            return super()._plan(frame, step, needs, found, stage)
+            feats = self._features(frame, step, needs, found, stage)  # computed on the workers
+            return step.plan(pa.Table.from_batches(feats)) if feats else None
         groups = list(frame.groups())
         if not groups:
             return None
