@@ -307,3 +307,26 @@ class PlanFails(DedupeExact):
 
     def plan(self, features):
         raise StepError(f"plan over {features.num_rows} rows failed on purpose")
+
+
+def test_the_local_engine_planning_through_plan_global_stages_the_same_run(twin_stores, monkeypatch):
+    """``LocalEngine._plan`` replaced by a call of ``plan_global`` (features batch by batch, forced
+    into 4 partitions under the store's tmp dir) stages the run the whole-table plan stages."""
+    from rowtrail.engines import local as local_engine
+    from rowtrail.ops.apply import apply
+
+    local, other = twin_stores
+    monkeypatch.setattr(local_engine, "BATCH_ROWS", 16)
+    rep_whole = apply(local, global_pipeline(), engine="local")
+    tmp_dirs = []
+
+    def by_partitions(self, frame, step, needs, found, stage):
+        batches = (step.features(self.batch(frame, seg, pos, needs, found)) for seg, pos in frame.groups())
+        tmp_dirs.append(self.store.backend.ensure_tmp())
+        return plan_global(step, batches, len(frame), tmp_dirs[-1])
+
+    monkeypatch.setattr(local_engine.LocalEngine, "_plan", by_partitions)
+    monkeypatch.setenv("ROWTRAIL_PARTITIONS", "4")
+    rep_parts = apply(other, global_pipeline(), engine="local")
+    assert rep_parts.run == rep_whole.run and rep_parts.steps == rep_whole.steps
+    assert len(tmp_dirs) == 3 and not any(p.name.startswith("plan-") for p in tmp_dirs[0].iterdir())
