@@ -15,10 +15,11 @@ the two stores must hold the same segments (same parts, same row counts).
   ``apply(engine="ray")``, on a local Ray with ``--cpus`` CPUs. Both ingests plan the same parts
   (``workers`` = 2 here: the local default on this machine, the Ray default with ``--cpus 2``).
 
-    python bench/ray_engine.py [--rows 1000000,10000000] [--cpus 2] [--repeat 2] [--near] [--json]
+    python bench/ray_engine.py [--rows 1000000,10000000] [--cpus 2] [--repeat 2] [--repeat-ingest 0] [--near] [--json]
 
 After both, each engine's ``apply`` is timed again ``--repeat`` times, alternating which goes first
-(dry runs: the engine's work without publishing), so the machine's drift hits both alike. A thread
+(dry runs: the engine's work without publishing), so the machine's drift hits both alike; with
+``--repeat-ingest N`` the ingest too (each into a fresh store, deleted after). A thread
 samples the RSS of this process and of all its child processes (ingest workers, Ray's raylet and
 workers) every 0.5 s: the peak of each phase is recorded, with the load average at its start.
 
@@ -115,24 +116,35 @@ class RssWatch:
         return self.peaks.get(phase, {})
 
 
-def run_engine(engine: str, files: list[Path], work: Path, near: bool, watch: RssWatch) -> tuple[rt.Store, dict]:
-    path = work / f"store-{engine}"
+INGEST_OPTS = dict(
+    source_field="source",
+    key_field="id",
+    content_fields=["prompt", "response"],
+    attributes={"teacher": "teacher", "lane": "lane", "score": "score"},
+)
+
+
+def new_store(path: Path) -> rt.Store:
     shutil.rmtree(path, ignore_errors=True)
     s = rt.init(path)
     for k in range(200):
         s.sources.add(f"src-{k:03d}", kind="partner-dump", license="CC-BY-4.0", legal_basis="contract")
-    opts = dict(
-        source_field="source",
-        key_field="id",
-        content_fields=["prompt", "response"],
-        attributes={"teacher": "teacher", "lane": "lane", "score": "score"},
-    )
+    return s
+
+
+def timed_ingest(s: rt.Store, engine: str, files: list[Path]) -> float:
+    """Seconds to ingest the corpus files (read once before: a warm page cache)."""
     warm_page_cache(files)
-    watch.mark(f"{engine} ingest")
     t0 = time.perf_counter()
     for f in files:
-        s.ingest(str(f), engine=engine, **opts)
-    ingest_s = time.perf_counter() - t0
+        s.ingest(str(f), engine=engine, **INGEST_OPTS)
+    return time.perf_counter() - t0
+
+
+def run_engine(engine: str, files: list[Path], work: Path, near: bool, watch: RssWatch) -> tuple[rt.Store, dict]:
+    s = new_store(work / f"store-{engine}")
+    watch.mark(f"{engine} ingest")
+    ingest_s = timed_ingest(s, engine, files)
     watch.mark(f"{engine} apply")
     t0 = time.perf_counter()
     rep = apply(s, pipeline(near), engine=engine)
@@ -194,6 +206,14 @@ def run_size(rows: int, a: argparse.Namespace, out: Path, watch: RssWatch, ray_b
             t0 = time.perf_counter()
             apply(local_store if engine == "local" else ray_store, pipeline(a.near), engine=engine, dry_run=True)
             runs[engine].append(round(time.perf_counter() - t0, 2))
+    # the ingest alone, alternating, each into a fresh store (then deleted), likewise
+    ingests: dict[str, list[float]] = {"local": [], "ray": []}
+    for r in range(a.repeat_ingest):
+        for engine in ("ray", "local") if r % 2 == 0 else ("local", "ray"):
+            s = new_store(work / "store-again")
+            ingests[engine].append(round(timed_ingest(s, engine, files), 2))
+            del s
+            shutil.rmtree(work / "store-again", ignore_errors=True)
     ray_box.pop("ray").shutdown()  # the next size's local run has the machine without Ray
     result = {
         "bench": "ray_engine",
@@ -219,6 +239,10 @@ def run_size(rows: int, a: argparse.Namespace, out: Path, watch: RssWatch, ray_b
         "ratio_total": round(remote["total_seconds"] / local["total_seconds"], 2),
         "dry_run_apply_seconds": runs,
         "ratio_dry_run_apply_median": round(statistics.median(runs["ray"]) / statistics.median(runs["local"]), 2) if a.repeat else None,
+        "repeated_ingest_seconds": ingests,
+        "ratio_repeated_ingest_median": round(statistics.median(ingests["ray"]) / statistics.median(ingests["local"]), 2)
+        if a.repeat_ingest
+        else None,
         "same_content_id": local["content_id"] == remote["content_id"],
         "same_run": local["run"] == remote["run"],
         "same_segment_rows": local["segment_rows"] == remote["segment_rows"],
@@ -254,6 +278,11 @@ def print_result(result: dict) -> None:
         print(
             f"apply alone, alternating dry runs: local {runs['local']} s, ray {runs['ray']} s → median ratio {result['ratio_dry_run_apply_median']:.2f}×"
         )
+    ingests = result["repeated_ingest_seconds"]
+    if ingests["local"]:
+        print(
+            f"ingest alone, alternating: local {ingests['local']} s, ray {ingests['ray']} s → median ratio {result['ratio_repeated_ingest_median']:.2f}×"
+        )
     print(
         f"same content_id: {result['same_content_id']}; same run object: {result['same_run']}; same segments: {result['same_segment_rows']}; "
         f"rows {local['rows_in']:,} → {local['rows_out']:,}"
@@ -266,6 +295,7 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--near", action="store_true", help="add dedupe_near (MinHash LSH) to the pipeline")
     ap.add_argument("--repeat", type=int, default=2, help="then time each engine's apply again this many times, alternating (dry runs)")
+    ap.add_argument("--repeat-ingest", type=int, default=0, help="then time each engine's ingest again this many times, alternating")
     ap.add_argument("--keep", action="store_true", help="keep the two stores in bench/out/ray-bench-ROWS")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
