@@ -523,7 +523,7 @@ def _by_segment(
 ) -> tuple[bool, dict[Any, int], _Sums]:
     """One segment at a time: whether the rows' content hashes are exactly ``contents`` (sorted,
     distinct), and the rows and weights per source."""
-    prefix = np.ascontiguousarray(contents.view(">u8").reshape(-1, 4)[:, 0]) if len(contents) else np.empty(0, ">u8")
+    prefix = contents.view(">u8").reshape(-1, 4)[:, 0].astype(np.uint64)  # native: searchsorted would byte-swap a copy per call
     used = np.zeros(len(contents), dtype=bool)
     same = True
     counts: dict[Any, int] = {}
@@ -558,8 +558,10 @@ def _find(contents: np.ndarray, prefix: np.ndarray, hashes: np.ndarray) -> np.nd
     whose first 8 bytes are shared or absent) by all 32."""
     if len(contents) == 0:
         return np.full(len(hashes), -1, dtype=np.int64)
-    probe = np.ascontiguousarray(hashes, dtype=ID_DTYPE).view(">u8").reshape(-1, 4)[:, 0]
-    at = np.minimum(np.searchsorted(prefix, probe), len(contents) - 1)
+    probe = np.ascontiguousarray(hashes, dtype=ID_DTYPE).view(">u8").reshape(-1, 4)[:, 0].astype(np.uint64)
+    order = np.argsort(probe)  # sorted probes search ~10× faster (each starts where the last ended)
+    at = np.empty(len(probe), dtype=np.int64)
+    at[order] = np.minimum(np.searchsorted(prefix, probe[order]), len(contents) - 1)
     miss = np.flatnonzero(contents[at] != hashes)
     if len(miss):
         again = np.minimum(np.searchsorted(contents, hashes[miss]), len(contents) - 1)
