@@ -104,7 +104,7 @@ def ingest(
     engine: str = typer.Option(
         "local",
         "--engine",
-        help="Where the input is read: 'local' (worker processes) or 'ray' (Ray tasks; pip install 'rowtrail[ray]'). Same rows either way.",
+        help="Where the input is read: 'local' (worker processes) or 'ray' (Ray tasks; pip install 'rowtrail\\[ray]'). Same rows either way.",
     ),
     address: str | None = typer.Option(
         None, "--address", help="With --engine ray: the Ray cluster to join ('auto', 'ray://HOST:10001'); default: a local Ray."
