@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_demo_script_runs_end_to_end(tmp_path):
     env = dict(os.environ, ROWTRAIL_DEMO_DIR=str(tmp_path), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     env.pop("ROWTRAIL_SIGNING_KEY", None)
-    start = time.monotonic()
-    p = subprocess.run(["bash", str(ROOT / "examples" / "demo.sh")], env=env, capture_output=True, text=True, timeout=300)
+    # ~35 s on a quiet 2-core machine; the timeout only guards against a hang (speed is bench/'s job)
+    p = subprocess.run(["bash", str(ROOT / "examples" / "demo.sh")], env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert time.monotonic() - start < 240  # ~35 s on a quiet 2-core machine; generous for shared ones
     out = p.stdout
     assert "+110 rows" in out and "sources added: crawl-2024-09" in out  # the diff
     assert "inclusion proof verifies" in out and "exclusion proof verifies" in out
