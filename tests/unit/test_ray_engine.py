@@ -361,6 +361,21 @@ def test_ray_ingest_reports_bad_input_and_quarantines_as_the_local_ingest(ray_se
     assert [(q["origin_line"], q["field"]) for q in quarantined] == [(151, ""), (171, "response"), (191, "id")]
 
 
+def test_a_large_in_memory_table_is_read_in_slices_by_ray_tasks_into_the_same_segments(
+    ray_session, ingest_inputs, ray_parts, tmp_path, monkeypatch
+):
+    import rowtrail.ops.ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "TABLE_SPLIT_ROWS", 50)  # a table this long is spilled and sliced
+    table = pa.Table.from_pylist(file_rows(120, "alpha", "t") + file_rows(80, "beta", "t"))
+    entries = {}
+    for engine in ("local", "ray"):
+        s = new_store(tmp_path / f"store-{engine}")
+        assert s.ingest(table, engine=engine, **INGEST_OPTS).rows == 200
+        entries[engine] = ingest_entries(s)
+    assert ray_parts == [4] and len(entries["ray"][0]["segments"]) == 4 and entries["local"] == entries["ray"]
+
+
 def test_ray_ingest_refuses_part_files_the_driver_cannot_see(ray_session, ingest_inputs, tmp_path, monkeypatch):
     """On a cluster whose nodes do not share the store's temporary directory, a worker's part file
     is not on the driver's disk: the ingest stops with an error that says so, and leaves nothing."""
