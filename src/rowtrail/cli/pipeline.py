@@ -40,7 +40,7 @@ def apply(
     pipeline: Path = typer.Argument(..., help="A pipeline file (TOML: [[step]] tables, optional [monitor])."),
     corpus: str = typer.Option("main", "--corpus"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what the pipeline would do; stage nothing."),
-    engine: str = typer.Option("local", "--engine", help="Where the steps run: 'local' (this process) or 'ray' (Ray Data; pip install 'rowtrail[ray]'). Same result either way."),
+    engine: str = typer.Option("local", "--engine", help="Where the steps run: 'local' (this process) or 'ray' (Ray Data; pip install 'rowtrail\\[ray]'). Same result either way."),
     address: str | None = typer.Option(None, "--address", help="With --engine ray: the Ray cluster to join ('auto', 'ray://HOST:10001'); default: a local Ray."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -99,7 +99,7 @@ def dropped(
 def monitor(
     version: str = typer.Argument("HEAD"),
     corpus: str = typer.Option("main", "--corpus"),
-    plot: bool = typer.Option(False, "--plot", help="Draw the figures (needs -o FILE.png; pip install 'rowtrail[plot]')."),
+    plot: bool = typer.Option(False, "--plot", help="Draw the figures (needs -o FILE.png; pip install 'rowtrail\\[plot]')."),
     output: Path | None = typer.Option(None, "--output", "-o"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
