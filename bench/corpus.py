@@ -143,6 +143,19 @@ def cross_source_duplicates(path: Path, dest: Path) -> Path:
     return dest
 
 
+def tree_rss(proc) -> int:
+    """RSS of a ``psutil.Process`` and all its descendants (a child that ends meanwhile counts 0)."""
+    import psutil
+
+    total = 0
+    for q in [proc, *proc.children(recursive=True)]:
+        try:
+            total += q.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
 def append_result(out_dir: Path, key: str, entry: dict) -> Path:
     """Append one benchmark's result under ``key`` in ``out_dir/results.json`` (kept across runs)."""
     path = Path(out_dir) / "results.json"

@@ -93,6 +93,7 @@ class RssWatch:
         self.peaks[phase] = {"tree_mb": 0, "driver_mb": 0, "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
     def _run(self) -> None:
+        import corpus
         import psutil
 
         while not self.stop.wait(0.5):
@@ -100,12 +101,7 @@ class RssWatch:
                 continue
             try:
                 driver = self.me.memory_info().rss
-                tree = driver
-                for q in self.me.children(recursive=True):
-                    try:
-                        tree += q.memory_info().rss
-                    except psutil.Error:
-                        pass
+                tree = corpus.tree_rss(self.me)
             except psutil.Error:
                 continue
             peak = self.peaks[self.phase]

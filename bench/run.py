@@ -84,16 +84,6 @@ SHORT = {"duckdb_oneliner": "DuckDB", "hf_datasets": "HF datasets", "duckdb_anti
 # --- running one contender -----------------------------------------------------------------
 
 
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
 def run_child(name: str, task: str, args: dict, ctx: dict, env: dict | None = None,
               fresh: tuple[Path, ...] = (), repeat: int | None = None) -> dict:
     """Run workers.TASK ``repeat`` times (default --repeat), each in a fresh interpreter.
@@ -141,7 +131,7 @@ def _run_once(name: str, task: str, args: dict, ctx: dict, env: dict | None) -> 
         try:
             ps = psutil.Process(proc.pid)
             while not done.is_set():
-                sampled[0] = max(sampled[0], _tree_rss(ps))
+                sampled[0] = max(sampled[0], corpus.tree_rss(ps))
                 done.wait(0.05)
         except psutil.Error:
             pass

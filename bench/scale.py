@@ -198,19 +198,8 @@ def child_main(name: str, args_path: str, result_path: str) -> None:
     Path(result_path).write_text(json.dumps(out, default=str))
 
 
-def _tree_rss(p) -> int:
-    import psutil
-
-    total = 0
-    for q in [p, *p.children(recursive=True)]:
-        try:
-            total += q.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
 def run_phase(name: str, args: dict, work: Path, kill_above_mb: int) -> dict:
+    import corpus
     import psutil
 
     args_path, result_path, log_path = work / f"{name}.args.json", work / f"{name}.result.json", work / f"{name}.log"
@@ -228,7 +217,7 @@ def run_phase(name: str, args: dict, work: Path, kill_above_mb: int) -> dict:
         try:
             ps = psutil.Process(proc.pid)
             while not done.is_set():
-                sampled[0] = max(sampled[0], _tree_rss(ps))
+                sampled[0] = max(sampled[0], corpus.tree_rss(ps))
                 if sampled[0] > kill_above_mb * 2**20:  # a shared machine: never run it out of memory
                     killed[0] = True
                     for q in [*ps.children(recursive=True), ps]:
