@@ -211,22 +211,26 @@ seed = "cli"
 """
 
 
+def _rowtrail(store, *args: str, cwd=None, code: int = 0) -> subprocess.CompletedProcess:
+    """``rowtrail --store STORE ARGS`` in a child process; its exit code must be ``code``."""
+    p = subprocess.run(
+        [sys.executable, "-m", "rowtrail", "--store", str(store.path), *args],
+        cwd=cwd,
+        env=dict(os.environ, COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == code, p.stderr
+    return p
+
+
 def test_cli_apply_on_a_ray_cluster_stages_the_same_run_as_the_local_engine(ray_session, stores, tmp_path):
     local, remote = stores
     (tmp_path / "pipeline.toml").write_text(PIPELINE_TOML)
-    env = dict(os.environ, COLUMNS="200")
 
     def cli(store, *args, code=0):
-        p = subprocess.run(
-            [sys.executable, "-m", "rowtrail", "--store", str(store.path), "apply", "pipeline.toml", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert p.returncode == code, p.stderr
-        return p
+        return _rowtrail(store, "apply", "pipeline.toml", *args, cwd=tmp_path, code=code)
 
     address = ray.get_runtime_context().gcs_address  # join this session's Ray (a cluster address is just that)
     rep_l = json.loads(cli(local, "--json").stdout)
@@ -397,7 +401,6 @@ def test_ray_ingest_refuses_part_files_the_driver_cannot_see(ray_session, ingest
 
 
 def test_cli_ingest_on_a_ray_cluster_stages_the_same_rows_as_the_local_ingest(ray_session, ingest_inputs, tmp_path):
-    env = dict(os.environ, COLUMNS="200")
     args = [
         "ingest",
         *map(str, ingest_inputs),
@@ -412,15 +415,7 @@ def test_cli_ingest_on_a_ray_cluster_stages_the_same_rows_as_the_local_ingest(ra
     ]
 
     def cli(store, *extra, code=0):
-        p = subprocess.run(
-            [sys.executable, "-m", "rowtrail", "--store", str(store.path), *args, *extra],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert p.returncode == code, p.stderr
-        return p
+        return _rowtrail(store, *args, *extra, code=code)
 
     local, remote = new_store(tmp_path / "store-local"), new_store(tmp_path / "store-ray")
     address = ray.get_runtime_context().gcs_address

@@ -115,6 +115,15 @@ def test_writes_need_an_atomic_create(tmp_path: Path, rowtrail_home: Path) -> No
 # -- concurrent writers ------------------------------------------------------------------------------
 
 
+def _in_threads(fn: Any, n: int, timeout: float = 60) -> None:
+    """Run ``fn(0)`` … ``fn(n - 1)`` at once, one thread each (writers as on n machines), and wait."""
+    threads = [threading.Thread(target=fn, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+
+
 def _race_at_the_put(stores: list[rt.Store]) -> None:
     """Make every store's next journal put wait until all of them have read the tip and are about to put."""
     barrier = threading.Barrier(len(stores))
@@ -144,11 +153,7 @@ def test_two_threads_committing_never_both_win(s3_url: str, rowtrail_home: Path,
         except rt.RowtrailError as exc:
             results[i] = exc
 
-    threads = [threading.Thread(target=commit, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    _in_threads(commit, 2)
     won = [i for i, r in results.items() if isinstance(r, rt.Version)]
     lost = [i for i, r in results.items() if isinstance(r, rt.ConflictError)]
     assert len(won) == 1 and len(lost) == 1, results
@@ -632,11 +637,7 @@ def test_without_the_lease_such_a_server_lets_two_writers_both_win(
         _record_published(s, published)
     _race_at_the_put(stores)
     results: dict[int, Any] = {}
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, stores[i].commit(f"w{i}", sign=False))) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    _in_threads(lambda i: results.__setitem__(i, stores[i].commit(f"w{i}", sign=False)), 2)
     assert all(isinstance(r, rt.Version) for r in results.values()) and len(results) == 2, results
     remote = remote_journal(s3, lease_url)
     assert [seq for seq, _ in published] == [published[0][0]] * 2  # both were told entry N+1 is theirs
@@ -695,11 +696,7 @@ def test_lease_writers_hammering_commits_from_threads_never_both_advance(
         start.wait(timeout=30)
         results[i] = _hammer(stores[i], f"w{i}", 2)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    _in_threads(run, 2, timeout=120)
     assert len(results) == 2 and all(conflicts == 0 for _, conflicts in results.values()), results
     _check_hammered(
         s3, lease_url, [(seq, rt.hashing.sha256_hex(line)) for seq, line in published], sum(w for w, _ in results.values()), 2, 2
@@ -923,11 +920,7 @@ def test_two_claims_racing_for_a_free_lock_leave_exactly_one_holder(s3: Any, lea
         except rt.StoreLockedError as exc:
             outcome[i] = exc
 
-    threads = [threading.Thread(target=acquire, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    _in_threads(acquire, 2)
     assert sorted(str(type(o).__name__) for o in outcome.values()) == ["StoreLockedError", "str"], outcome
     winner = next(i for i, o in outcome.items() if o == "held")
     assert locks[winner].token == 2 and lock_record(s3, lease_url)["token"] == 2 and lock_record(s3, lease_url)["renewal"] >= 1
