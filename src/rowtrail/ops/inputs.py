@@ -37,9 +37,12 @@ def union_keep_first(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = difference(b, a["id"], distinct=True)
     if len(b) == 0:
         return a
-    at = np.searchsorted(id_prefixes(a["id"]), id_prefixes(b["id"]), side="left")
+    a_prefix, b_prefix = np.ascontiguousarray(id_prefixes(a["id"])), id_prefixes(b["id"])
+    at = np.searchsorted(a_prefix, b_prefix, side="left")
     # equal prefixes with different ids: step past a's smaller ids within the tie (rare for digests)
-    for j in np.flatnonzero((at < len(a)) & (id_prefixes(a["id"])[np.minimum(at, len(a) - 1)] == id_prefixes(b["id"]))).tolist():
+    tied = np.flatnonzero((at < len(a)) & (a_prefix[np.minimum(at, len(a) - 1)] == b_prefix))
+    del a_prefix
+    for j in tied.tolist():
         while at[j] < len(a) and a["id"][at[j]] < b["id"][j]:
             at[j] += 1
     return np.insert(a, at, b)
@@ -62,9 +65,9 @@ def difference(a: np.ndarray, ids: np.ndarray, distinct: bool = False) -> np.nda
     if len(ids) == 0 or len(a) == 0:
         return a
     drop = ids if distinct else distinct_sorted(ids)
-    prefix = np.ascontiguousarray(id_prefixes(a["id"]))
-    lo = np.searchsorted(prefix, id_prefixes(drop), side="left")
-    hi = np.searchsorted(prefix, id_prefixes(drop), side="right")
+    prefix, drop_prefix = np.ascontiguousarray(id_prefixes(a["id"])), id_prefixes(drop)
+    lo = np.searchsorted(prefix, drop_prefix, side="left")
+    hi = np.searchsorted(prefix, drop_prefix, side="right")
     del prefix
     hit = np.zeros(len(a), dtype=bool)
     one = np.flatnonzero(hi - lo == 1)
@@ -78,17 +81,14 @@ def difference(a: np.ndarray, ids: np.ndarray, distinct: bool = False) -> np.nda
     return a[~hit]
 
 
-def segment_records(store: Store, seg: int, out: np.ndarray | None = None) -> np.ndarray:
-    """All rows of a segment as records (weight 1.0), in segment order; written into ``out`` when
-    given (a slice of a larger array, so segments are gathered without a concatenation)."""
-    segment = store.state.segments[seg]
-    ids = store.segment_column(segment.seg, "row_id")
-    rec = np.empty(len(ids), dtype=RECORD_DTYPE) if out is None else out
-    rec["id"] = ids
-    rec["w"] = 1.0
-    rec["seg"] = seg
-    rec["row"] = np.arange(len(ids), dtype=np.uint32)
-    return rec
+def segment_records(store: Store, seg: int, out: np.ndarray) -> None:
+    """Write all rows of a segment as records (weight 1.0), in segment order, into ``out`` (a slice
+    of a larger array, so segments are gathered without a concatenation)."""
+    ids = store.segment_column(seg, "row_id")
+    out["id"] = ids
+    out["w"] = 1.0
+    out["seg"] = seg
+    out["row"] = np.arange(len(ids), dtype=np.uint32)
 
 
 def read_id_table(store: Store, digest: str | None, column: str = "row_id") -> np.ndarray:
@@ -104,12 +104,10 @@ def apply_entry(store: Store, current: np.ndarray, entry: dict[str, Any]) -> np.
     if kind == "ingest":
         current = difference(current, read_id_table(store, entry.get("drops")))
         if entry["segments"]:  # one union (one sort) per ingest, however many segments it wrote
-            added = np.empty(sum(int(store.state.segments[s["seg"]].rows) for s in entry["segments"]), dtype=RECORD_DTYPE)
-            at = 0
-            for s in entry["segments"]:
-                n = int(store.state.segments[s["seg"]].rows)
-                segment_records(store, s["seg"], added[at : at + n])
-                at += n
+            sizes = [int(store.state.segments[s["seg"]].rows) for s in entry["segments"]]
+            added = np.empty(sum(sizes), dtype=RECORD_DTYPE)
+            for s, hi, n in zip(entry["segments"], np.cumsum(sizes).tolist(), sizes):
+                segment_records(store, s["seg"], added[hi - n : hi])
             current = union_keep_first(current, added)
             del added
     elif kind in ("remove", "optout"):
