@@ -79,6 +79,15 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def take_fields(records: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``records[order]`` as frame records, gathered one field at a time: besides the source and
+    the result, at most one field's copy is in memory (not a second whole array of records)."""
+    out = np.empty(len(order), dtype=FRAME_DTYPE)
+    for name in FRAME_DTYPE.names:
+        out[name] = records[name][order]
+    return out
+
+
 class Frame:
     """The rows in flight, in segment order, with what each step needs to know about them."""
 
@@ -86,9 +95,7 @@ class Frame:
         key = (records["seg"].astype(np.uint64) << np.uint64(32)) | records["row"].astype(np.uint64)
         order = np.argsort(key)  # keys are unique
         del key
-        self.rec = np.empty(len(records), dtype=FRAME_DTYPE)
-        for name in FRAME_DTYPE.names:  # one field at a time: no second whole copy of the records
-            self.rec[name] = records[name][order]
+        self.rec = take_fields(records, order)
         self.src = sources[order].astype(np.int32)
         self.names = names
         self.columns: dict[str, pa.Array] = {}  # attached by steps, aligned with rec
@@ -334,9 +341,7 @@ class LocalEngine:
             runs.append(run)
         before = None  # the last step's "before" frame
         order = sort_ids(frame.rec["id"])
-        records = np.empty(len(order), dtype=FRAME_DTYPE)
-        for name in FRAME_DTYPE.names:  # field by field: the frame and the sorted copy, nothing more
-            records[name] = frame.rec[name][order]
+        records = take_fields(frame.rec, order)
         del frame, order
         same = records["id"][1:] == records["id"][:-1]
         if same.any():
