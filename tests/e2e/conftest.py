@@ -8,10 +8,12 @@ Nothing is mocked: real Parquet, real DuckDB, real Ed25519 keys, a real uvicorn 
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,8 +133,19 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return info
 
 
+SERVER_OUTPUT: dict[str, collections.deque[str]] = {}
+"""The last lines each test server wrote (stdout and stderr), by base URL, for failure messages."""
+
+
+def _drain(stream: Any, sink: collections.deque[str]) -> None:
+    for line in stream:
+        sink.append(line)
+
+
 def start_server(store: Path, home: Path, *extra: str, timeout: float = 30.0) -> tuple[subprocess.Popen[str], str]:
-    """``rowtrail serve`` on a free loopback port; returns the process and its base URL."""
+    """``rowtrail serve`` on a free loopback port; returns the process and its base URL. Its output
+    is read for as long as it runs (a pipe nobody reads would stop the server once full) and its
+    last lines are kept in ``SERVER_OUTPUT[url]``."""
     env = dict(os.environ, ROWTRAIL_HOME=str(home), PYTHONUNBUFFERED="1")
     env.pop("ROWTRAIL_STORE", None)
     proc = subprocess.Popen(
@@ -142,18 +155,23 @@ def start_server(store: Path, home: Path, *extra: str, timeout: float = 30.0) ->
         text=True,
         env=env,
     )
+    out: collections.deque[str] = collections.deque(maxlen=400)
+    assert proc.stdout is not None and proc.stderr is not None
+    threading.Thread(target=_drain, args=(proc.stderr, out), daemon=True).start()
     deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
+        out.append(line)
         m = re.match(r"serving (http://\S+/)", line)
         if m:
+            threading.Thread(target=_drain, args=(proc.stdout, out), daemon=True).start()
+            SERVER_OUTPUT[m.group(1)] = out
             return proc, m.group(1)
     proc.kill()
-    _, err = proc.communicate(timeout=10)
-    raise RuntimeError(f"rowtrail serve did not start: {err[-2000:]}")
+    proc.wait(timeout=10)
+    raise RuntimeError(f"rowtrail serve did not start: {''.join(out)[-2000:]}")
 
 
 @pytest.fixture(name="start_server", scope="session")
@@ -198,7 +216,9 @@ def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
     problems: list[str] = []
     pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("response", lambda r: problems.append(f"HTTP {r.status} from {r.url}") if r.status >= 500 else None)
     pg.problems = problems  # type: ignore[attr-defined]
+    pg.server_output = SERVER_OUTPUT  # type: ignore[attr-defined]
     try:
         yield pg
     finally:

@@ -18,9 +18,25 @@ import httpx
 import rowtrail as rt
 
 
+def wait(page: Any, selector: str) -> None:
+    """Wait for ``selector``; on a timeout, fail with what the page shows, its script errors and
+    failed requests, and the server's last output."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_selector(selector)
+    except PlaywrightTimeout:
+        shown = page.locator("main").inner_text(timeout=5_000)[:2000]
+        server = next((out for url, out in page.server_output.items() if page.url.startswith(url)), [])
+        raise AssertionError(
+            f"{selector!r} did not appear on {page.url}\npage shows: {shown}\nproblems: {page.problems}\n"
+            f"server output: {''.join(server)[-4000:]}"
+        ) from None
+
+
 def ready(page: Any, fragment: str, base: str) -> None:
     page.goto(base + fragment)
-    page.wait_for_selector("body[data-ready]")
+    wait(page, "body[data-ready]")
 
 
 def no_problems(page: Any) -> None:
@@ -32,24 +48,24 @@ def test_timeline_diff_row_lineage_and_proof(page, server, demo, tmp_path):
     tags = page.locator("#timeline li .tag").all_inner_texts()
     assert tags == ["v40", "v39", "v38", "v37"]
     assert page.locator("#timeline li").first.locator(".badge", has_text="signed by trusted key").count() == 1
-    page.wait_for_selector("#timeline .badge:has-text('verified')")  # the background verify finished and passed
+    wait(page, "#timeline .badge:has-text('verified')")  # the background verify finished and passed
 
     # diff two versions picked on the timeline
     page.check("input[data-ref='v37']")
     page.check("input[data-ref='v38']")
     page.click("#compare")
-    page.wait_for_selector("#diff-row-table a.row-link")
+    wait(page, "#diff-row-table a.row-link")
     assert page.locator("h1").inner_text() == "Diff v37 → v38"
     sources = page.locator("#diff-sources").inner_text()
     assert "crawl-2024-09" in sources and "opus-traces" in sources
     assert page.locator("#diff-bars rect.bar-added").count() == 3 and page.locator("#diff-bars text", has_text="+80").count() == 1
     page.click("#show-removed")
-    page.wait_for_selector("#diff-row-table td:has-text('opus-traces')")
+    wait(page, "#diff-row-table td:has-text('opus-traces')")
     removed = page.locator("#diff-row-table a.row-link").first.inner_text()
 
     # open a row from the diff: it left v38 (consent withdrawn), so it is in v37 only
     page.locator("#diff-row-table a.row-link").first.click()
-    page.wait_for_selector("#lineage-graph")
+    wait(page, "#lineage-graph")
     assert page.locator("#row-id").inner_text() == removed
     kinds = page.locator("#lineage-graph g.node").evaluate_all("els => els.map(e => e.dataset.kind)")
     assert {"source", "ingest", "focus", "version", "drop"} <= set(kinds)
@@ -78,7 +94,7 @@ def test_timeline_diff_row_lineage_and_proof(page, server, demo, tmp_path):
         page.click("#download-proof")
     dl.value.save_as(path)
     assert rt.verify_exclusion(json.loads(path.read_text()))
-    page.wait_for_selector("#why:has-text('is NOT in v38')")
+    wait(page, "#why:has-text('is NOT in v38')")
     no_problems(page)
 
 
@@ -115,13 +131,13 @@ def test_monitoring_drops_runs_and_search(page, server, demo):
 
     ready(page, "#/runs", server)
     page.click(f"#runs-table a:has-text('{demo['run_id']}')")
-    page.wait_for_selector("#attribution-table")
+    wait(page, "#attribution-table")
     first = page.locator("#attribution-table tbody tr").first
     assert demo["trained_row"][:16] in first.inner_text() and "mbpp-plus" in first.inner_text() and "Apache-2.0" in first.inner_text()
 
     page.fill("#search-input", "https://example.org/doc/42")
     page.press("#search-input", "Enter")
-    page.wait_for_selector("#search-table a.row-link")
+    wait(page, "#search-table a.row-link")
     assert "crawl-2024-09" in page.locator("#search-table").inner_text()
     no_problems(page)
 
@@ -129,7 +145,7 @@ def test_monitoring_drops_runs_and_search(page, server, demo):
 HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 
 
-def test_row_content_is_text_never_markup(browser, demo, tmp_path, write_jsonl, start_server, monkeypatch):
+def test_row_content_is_text_never_markup(page, demo, tmp_path, write_jsonl, start_server, monkeypatch):
     """A row whose content is HTML is shown as its text: no element is made from it, nothing runs."""
     monkeypatch.setenv("ROWTRAIL_HOME", str(demo["home"]))  # sign with the demo's key
     monkeypatch.delenv("ROWTRAIL_SIGNING_KEY", raising=False)
@@ -140,15 +156,14 @@ def test_row_content_is_text_never_markup(browser, demo, tmp_path, write_jsonl, 
     rid = s.rows("h1").column("row_id")[0].as_py()
     proc, url = start_server(s.path, demo["home"])
     try:
-        pg = browser.new_page()
-        pg.goto(f"{url}#/row/{rid}")
-        pg.wait_for_selector("pre.content-field")
-        assert pg.locator("pre.content-field").inner_text() == HOSTILE
-        assert pg.evaluate("window.__pwned") is None
-        assert pg.locator("main img").count() == 0 and pg.locator("main script").count() == 0
+        page.goto(f"{url}#/row/{rid}")
+        wait(page, "pre.content-field")
+        assert page.locator("pre.content-field").inner_text() == HOSTILE
+        assert page.evaluate("window.__pwned") is None
+        assert page.locator("main img").count() == 0 and page.locator("main script").count() == 0
         r = httpx.get(url)
         assert "default-src 'self'" in r.headers["content-security-policy"] and "unsafe-inline" not in r.headers["content-security-policy"]
-        pg.close()
+        no_problems(page)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -167,7 +182,7 @@ def test_agreement_over_time_and_output_search(page, server, demo):
     assert "spans" in page.locator("main").inner_text()
     page.fill("#output-text", "Sure! " + rows[0]["content"]["response"][:160] + " Hope this helps.")
     page.click("#output-go")
-    page.wait_for_selector("#spans-table a.row-link")
+    wait(page, "#spans-table a.row-link")
     assert page.locator("#spans-table a.row-link").first.inner_text() == rows[0]["row_id"][:16]
     assert "Apache-2.0" in page.locator("#spans-table").inner_text()
     no_problems(page)

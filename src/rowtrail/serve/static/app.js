@@ -642,7 +642,9 @@
     [/^\/output-search$/, (m, p) => outputSearchPage(p), "output-search"],
   ];
   const extraRoutes = [];
+  let routeGen = 0; // the newest route; an older one still loading must not mark the page ready
   async function route() {
+    const gen = ++routeGen;
     const hash = location.hash.replace(/^#/, "") || "/";
     const [path, query] = hash.split("?");
     const params = new URLSearchParams(query || "");
@@ -652,8 +654,8 @@
       if (!m) continue;
       document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("data-nav") === nav));
       render(h("p", { class: "muted" }, "loading…"));
-      try { await fn(m, params); } catch (e) { render(errorBox(e)); }
-      document.body.setAttribute("data-ready", path);
+      try { await fn(m, params); } catch (e) { if (gen === routeGen) render(errorBox(e)); }
+      if (gen === routeGen) document.body.setAttribute("data-ready", path);
       return;
     }
     render(errorBox(new Error("no such page: " + path)));
