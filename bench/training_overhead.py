@@ -6,7 +6,7 @@ one process and alternating (best of 5 repetitions of 50 steps each):
 
 - plain: no recorder;
 - off: ``rt.training.record(..., enabled=False)`` (what ROWTRAIL_DISABLED=1 gives);
-- ledger: the recorder's default (ids, lr, loss, group norms, per-example contributions);
+- ledger: the recorder with ``features=None`` (ids, lr, loss, group norms, per-example contributions);
 - features: the ledger plus attribution features (``features=dict(dim=D, every=1)``, D = 1024 per
   Linear for the small MLP as in bench/attribution.py, 256 for the large one).
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 times["plain"].append(loop(model, opt, X, Y, ids, steps))
                 with rt.training.record(store, "v1", model, opt, enabled=False) as rec:
                     times["off"].append(loop(model, opt, X, Y, ids, steps, rec))
-                for variant, kw in (("ledger", {}), ("features", {"features": dict(dim=dim, every=1)})):
+                for variant, kw in (("ledger", {"features": None}), ("features", {"features": dict(dim=dim, every=1)})):
                     with rt.training.record(store, "v1", model, opt, **kw) as rec:
                         times[variant].append(loop(model, opt, X, Y, ids, steps, rec))
                         t1 = time.perf_counter()

@@ -191,7 +191,7 @@ def test_attribution_errors_name_the_fix(trained):
     # a run recorded without features
     m = nn.Linear(10, 4)
     opt = torch.optim.SGD(m.parameters(), lr=0.1)
-    with rt.training.Recorder(s, "v1", m, opt) as rec:
+    with rt.training.Recorder(s, "v1", m, opt, features=None) as rec:
         opt.zero_grad()
         ce(m(X[:2]), Y[:2]).backward()
         opt.step()
@@ -201,6 +201,67 @@ def test_attribution_errors_name_the_fix(trained):
         s.run(rec.run_id).attribute(model=m, test_inputs=X[:1], test_targets=Y[:1])
     with pytest.raises(ValueError, match="features="):
         rt.training.Recorder(s, "v1", m, opt, features=dict(dims=3))
+    with pytest.raises(ValueError, match="budget_mb must be a positive number"):
+        rt.training.Recorder(s, "v1", m, opt, features=dict(budget_mb=0))
+
+
+def test_the_design_example_attributes_with_the_recorders_defaults(trained):
+    """DESIGN.md's example as written: ``record(store, version, model, optimizer)`` with no options,
+    then ``attribute(model=, test_inputs=, test_targets=, measure="margin")``: the default features
+    are enough, and the planted row still ranks first for its copy."""
+    s, _, ids, X, Y, planted = trained
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    order = np.random.default_rng(1)
+    with rt.training.record(s, "v1", model, optimizer) as rec:
+        for _epoch in range(15):
+            perm = order.permutation(len(ids))
+            for start in range(0, len(ids), 16):
+                idx = torch.from_numpy(perm[start : start + 16])
+                optimizer.zero_grad()
+                ce(model(X[idx]), Y[idx]).backward()
+                optimizer.step()
+                rec.step([ids[i] for i in idx.tolist()])
+    cfg = s.run(rec.run_id).entry["config"]["features"]
+    assert (cfg["dim"], cfg["every"], cfg["budget_mb"]) == (256, 1, 512) and "every_asked" not in cfg
+    k = ids.index(planted)
+    res = s.run(rec.run_id).attribute(model=model, test_inputs=X[k : k + 1], test_targets=torch.tensor([3]), measure="margin")
+    scores = res.scores(ids)
+    assert scores.shape == (1, len(ids)) and int(np.argmax(scores[0])) == k and scores[0, k] > 0
+
+
+def test_features_past_their_budget_keep_what_a_doubled_every_would_have_kept(small_store):
+    """Over ``budget_mb`` the recorder doubles ``every`` (as often as needed) and drops the blocks of
+    the other steps: the saved blocks are byte for byte those of a run recorded with the final
+    ``every`` from the start, the config says both, and one warning names the new stride."""
+    s = small_store
+    ids = s.rows("v1").column("row_id").to_pylist()
+
+    def train(features: dict[str, Any]) -> Any:
+        torch.manual_seed(0)
+        model = nn.Linear(N_IN, N_OUT)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        g = torch.Generator().manual_seed(1)
+        with rt.training.Recorder(s, "v1", model, opt, features=features) as rec:
+            for k in range(11):
+                x, y = torch.randn(B, N_IN, generator=g), torch.randint(0, N_OUT, (B,), generator=g)
+                opt.zero_grad()
+                ce(model(x), y).backward()
+                opt.step()
+                rec.step(ids[(k % 3) * B : (k % 3 + 1) * B])
+        return s.run(rec.run_id)
+
+    # one block: 8 examples × (13 · 9 = 117 numbers) × 2 bytes = 1,872 bytes; 4 blocks fit in 8 kB
+    with pytest.warns(UserWarning, match="now kept every 2 steps, a stride that doubles again") as caught:
+        thinned = train(dict(dim=117, budget_mb=0.008))
+    assert len([w for w in caught if "features budget" in str(w.message)]) == 1
+    cfg = thinned.entry["config"]["features"]
+    assert (cfg["every"], cfg["every_asked"], cfg["budget_mb"]) == (4, 1, 0.008)
+    blocks = thinned.feature_blocks()
+    assert [b["step"] for b in blocks] == [0, 4, 8]
+    direct = train(dict(dim=117, every=4)).feature_blocks()
+    assert [(b["step"], b["block"], b["rows"], b["scale"]) for b in blocks] == [(b["step"], b["block"], b["rows"], b["scale"]) for b in direct]
 
 
 def test_counterfactual_predicts_the_sign_of_a_real_retrain(trained):

@@ -279,7 +279,7 @@ class Run:
             if model is None or test_inputs is None or test_targets is None:
                 raise ValueError("test-example attribution needs model=, test_inputs= and test_targets=")
             if not self.entry.get("features"):
-                raise RefError(f"run {self.id} recorded no attribution features; record it with rt.training.Recorder(..., features=dict(dim=256, every=1))")
+                raise RefError(f"run {self.id} recorded no attribution features (it was recorded with features=None); record it with rt.training.record(...) and its default features, or features=dict(dim=256, every=1)")
             from ..training.attribution import attribute_examples
 
             return attribute_examples(self, model, test_inputs, test_targets, measure=measure, damping=damping, fisher=fisher, weights=weights)

@@ -17,6 +17,7 @@ See :mod:`rowtrail.training.recorder` for what is recorded and what it means.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
     from .recorder import Recorder
 
 __all__ = ["Recorder", "dataset", "hf_trainer", "lightning_callback", "loader", "record"]
+
+# Attribution features are recorded unless ``features=None``: 256 projected numbers per traced
+# layer per example at every step, at most 512 MB of them held until the run is saved.
+DEFAULT_FEATURES: Mapping[str, Any] = MappingProxyType({"dim": 256, "every": 1})
 
 
 def record(
@@ -37,15 +42,17 @@ def record(
     corpus: str = "main",
     config: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
-    features: Mapping[str, Any] | None = None,
+    features: Mapping[str, Any] | None = DEFAULT_FEATURES,
     checkpoints: int | None = None,
 ) -> Recorder:
     """A context manager recording a training run over corpus ``version`` (a ref or a ``Version``):
     call ``rec.step(row_ids)`` after every ``optimizer.step()``; on a normal exit the run is saved
     and ``rec.run_id`` is set. ``groups`` maps a group name to parameter or module names (default:
     one group per top-level child module with trainable parameters). ``enabled=False`` or
-    ``ROWTRAIL_DISABLED=1`` makes it a no-op: no hooks, no writes. ``features=dict(dim=256, every=1)``
-    also stores projected per-example gradients for test-example attribution."""
+    ``ROWTRAIL_DISABLED=1`` makes it a no-op: no hooks, no writes. ``features`` (default
+    ``dict(dim=256, every=1)``, within ``budget_mb=512``) also stores projected per-example gradients
+    for test-example attribution (``store.run(rec.run_id).attribute(model=…, test_inputs=…,
+    test_targets=…)``); ``features=None`` records the ledger alone."""
     Recorder = _recorder_class()
     return Recorder(store, version, model, optimizer, groups=groups, corpus=corpus, config=config, enabled=enabled, features=features, checkpoints=checkpoints)
 

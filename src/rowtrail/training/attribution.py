@@ -143,7 +143,7 @@ def attribute_examples(
     cfg = (run.entry.get("config") or {}).get("features")
     blocks = run.entry.get("features") or []
     if not cfg or not blocks:
-        raise RefError(f"run {run.id} recorded no attribution features; record it with features=dict(dim=256, every=1)")
+        raise RefError(f"run {run.id} recorded no attribution features (it was recorded with features=None); record it with the default features or features=dict(dim=256, every=1)")
     if cfg.get("projection") != PROJECTION:
         raise RefError(f"run {run.id} used projection {cfg.get('projection')!r}; this build reads {PROJECTION!r}")
     if fisher not in ("run", "checkpoint"):

@@ -36,17 +36,22 @@ PROJECTION = "kronecker-gaussian-v1"
 DEFAULT_DIM = 256
 DEFAULT_EVERY = 1
 DEFAULT_SEED = 0
-_OPTIONS = {"dim", "every", "seed"}
+DEFAULT_BUDGET_MB = 512
+_OPTIONS = {"dim", "every", "seed", "budget_mb"}
 
 
 @dataclass(frozen=True)
 class FeatureOptions:
-    """``features=dict(dim=K, every=N, seed=S)``: K projected dimensions per Linear, features at every
-    N-th recorded step (steps 0, N, 2N, …), projections drawn from seed S."""
+    """``features=dict(dim=K, every=N, seed=S, budget_mb=B)``: K projected dimensions per Linear,
+    features at every N-th recorded step (steps 0, N, 2N, …), projections drawn from seed S, and at
+    most B MB of feature blocks held until the run is saved (past it the recorder doubles N and keeps
+    only the blocks of the steps the new N names: the run then holds exactly what ``every=2N`` from
+    the start would have recorded)."""
 
     dim: int = DEFAULT_DIM
     every: int = DEFAULT_EVERY
     seed: int = DEFAULT_SEED
+    budget_mb: float = DEFAULT_BUDGET_MB
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any]) -> FeatureOptions:
@@ -60,6 +65,9 @@ class FeatureOptions:
                 raise ValueError(f"features={name} must be a positive integer, not {v!r}")
         if isinstance(opts.seed, bool) or not isinstance(opts.seed, int) or opts.seed < 0:
             raise ValueError(f"features=seed must be a non-negative integer, not {opts.seed!r}")
+        b = opts.budget_mb
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b <= 0:
+            raise ValueError(f"features=budget_mb must be a positive number of megabytes, not {b!r}")
         return opts
 
 

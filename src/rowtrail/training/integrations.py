@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import DEFAULT_FEATURES
+
 if TYPE_CHECKING:
     from ..store import Store
 
@@ -34,7 +36,7 @@ def hf_trainer(
     config: Mapping[str, Any] | None = None,
     id_field: str = "row_id",
     collator: Callable[[list[Any]], Any] | None = None,
-    features: Mapping[str, Any] | None = None,
+    features: Mapping[str, Any] | None = DEFAULT_FEATURES,
     checkpoints: int | None = None,
 ) -> tuple[Any, Callable[[list[Any]], Any]]:
     """A (callback, data collator) pair that records a ``Trainer`` run over ``version``."""
@@ -99,7 +101,7 @@ def lightning_callback(
     corpus: str = "main",
     config: Mapping[str, Any] | None = None,
     id_field: str = "row_id",
-    features: Mapping[str, Any] | None = None,
+    features: Mapping[str, Any] | None = DEFAULT_FEATURES,
     checkpoints: int | None = None,
 ) -> Any:
     """A Lightning ``Callback`` that records the fit over ``version``: each training batch (a dict)

@@ -43,7 +43,8 @@ token; a torch.func module in a group refuses them. ``torch.cuda.amp.GradScaler`
 yet: the captured output gradients would carry the loss scale, and a skipped step makes ``rec.step``
 refuse.
 
-Attribution features (``features=dict(dim=K, every=N, seed=S)``, off by default). At every N-th
+Attribution features (``features=dict(dim=K, every=N, seed=S, budget_mb=B)``; on by default with
+K = 256, N = 1, B = 512; ``features=None`` turns them off). At every N-th
 recorded step (0, N, 2N, …) the recorder also keeps, per example, the Kronecker-projected gradient of
 the example's **own** loss (n × its share of the mean batch loss) over each traced module's
 parameters: K = k_in·k_out numbers per Linear or Embedding (Kronecker projections from the same
@@ -53,7 +54,9 @@ packed sequences, a row's feature is the sum over its tokens. A step's block,
 n × dim_total, is stored at save as a float16 ``.npy`` object (scaled by a power of two) with an
 object of its row ids, both named in the run entry's ``features`` list with the step and its lr; the
 projection plan (shapes, seeds, digests) goes into the run config. Memory until save: 2·dim_total
-bytes per example per checkpoint, on the device. Test-example attribution reads them:
+bytes per example per checkpoint, on the device, at most B MB: past it N doubles and only the blocks
+of the steps the new N names are kept (with a warning; the config's ``every`` is the final N and
+``every_asked`` the one given). Test-example attribution reads them:
 ``store.run(run_id).attribute(model=…, test_inputs=…, test_targets=…)``
 (:mod:`rowtrail.training.attribution`). The model's weights at checkpoints are not stored.
 
@@ -82,6 +85,7 @@ from ..errors import RefError
 from ..hashing import ID_DTYPE, jcs
 from ..segments import ids_column_to_numpy, numpy_to_ids_column
 from ..versions.journal import now_rfc3339
+from . import DEFAULT_FEATURES
 from .features import PROJECTION, FeatureOptions, LayerPlan, plan_func, plan_layer, project, project_tokens
 from .modules import embedding_contrib, embedding_joined, embedding_project, func_per_example, kind_of, sketch
 
@@ -133,7 +137,7 @@ class Recorder:
         corpus: str = "main",
         config: Mapping[str, Any] | None = None,
         enabled: bool | None = None,
-        features: Mapping[str, Any] | None = None,
+        features: Mapping[str, Any] | None = DEFAULT_FEATURES,
         checkpoints: int | None = None,
     ):
         self.enabled = (not disabled_by_env()) if enabled is None else bool(enabled)
@@ -155,6 +159,9 @@ class Recorder:
             raise ValueError(f"config= must be JSON (string keys; numbers, strings, lists, objects; no NaN): {exc}") from None
         self._resolve_groups(groups)
         self._features_opts = FeatureOptions.parse(features) if features is not None else None
+        self._every = self._features_opts.every if self._features_opts is not None else 0  # doubled past the budget
+        self._budget = self._features_opts.budget_mb * 1e6 if self._features_opts is not None else 0.0
+        self._thinned = False
         if checkpoints is not None and (isinstance(checkpoints, bool) or not isinstance(checkpoints, int) or checkpoints < 1):
             raise ValueError(f"checkpoints= is a positive integer (keep the weights and the update every N-th recorded step), not {checkpoints!r}")
         self._checkpoint_every = checkpoints
@@ -260,6 +267,7 @@ class Recorder:
         self._calls = 0
         # per checkpoint: (step, lr, row ids, float16 block, its power-of-two scale as a 0-d tensor)
         self._blocks: list[tuple[int, float, bytes, torch.Tensor, torch.Tensor]] = []
+        self._held = 0  # bytes of those blocks, against the features budget
         self._checkpoints: list[dict[str, Any]] = []  # stored objects: weights before the step, and Δθ
 
     def __enter__(self) -> Recorder:
@@ -380,7 +388,7 @@ class Recorder:
             if weights is not None:
                 self._checkpoints.append({"step": self.steps, "lr": self._lr, "weights": self._put_array(weights), "delta": self._put_array(self._flat(self._snapshot)), "numel": int(weights.size)})
             opts = self._features_opts
-            block = self._features(n, token_rows) if opts is not None and self.steps % opts.every == 0 else None
+            block = self._features(n, token_rows) if opts is not None and self.steps % self._every == 0 else None
         finally:
             self._opt_steps = 0
             self._per_example = {}
@@ -395,7 +403,28 @@ class Recorder:
         self._norm_sq.append(norm_sq)
         if block is not None:
             self._blocks.append((self.steps, self._lr, ids, *block))
+            self._held += block[0].numel() * block[0].element_size()
+            if self._held > self._budget:
+                self._thin()
         self.steps += 1
+
+    def _thin(self) -> None:
+        """Past the features budget: double ``every`` and keep only the blocks of the steps it names
+        (exactly what recording with the doubled ``every`` from the start would hold)."""
+        opts = self._features_opts
+        assert opts is not None
+        while self._held > self._budget and len(self._blocks) > 1:
+            every = self._every * 2
+            self._blocks = [b for b in self._blocks if b[0] % every == 0]
+            self._held = sum(b[3].numel() * b[3].element_size() for b in self._blocks)
+            self._every = every
+        if not self._thinned:
+            self._thinned = True
+            warnings.warn(
+                f"rowtrail: attribution features filled features budget_mb={opts.budget_mb:g}; they are now kept every {self._every} steps, "
+                "a stride that doubles again each time the budget fills (raise budget_mb, lower dim, or pass features=None for the ledger alone)",
+                stacklevel=3,
+            )
 
     @torch.no_grad()
     def _contributions(self, n: int, token_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -640,8 +669,10 @@ class Recorder:
         return {
             "projection": PROJECTION,
             "dim": opts.dim,
-            "every": opts.every,
+            "every": self._every,
             "seed": opts.seed,
+            "budget_mb": opts.budget_mb,
+            **({"every_asked": opts.every} if self._every != opts.every else {}),
             "dtype": "float16",
             "dim_total": int(sum(p.dim for p in plans)),
             "gradient_of": "each example's own loss (batch size x its share of the mean batch loss)",
