@@ -374,6 +374,11 @@ def test_swapped_trusted_key_fails_and_the_right_pubkey_restores_trust(
     rep = _verify(signed_store)
     assert not rep.ok and any("does not verify with any trusted key" in p["problem"] for p in rep.problems)
 
+    # --allow-unsigned waives the trusted signature, as for an unsigned version, and says so per version
+    rep = rt.open(signed_store).verify(allow_unsigned=True)
+    assert rep.ok, rep.problems
+    assert rep.checked["signatures"] == 0 and sum("no trusted key verifies; accepted (--allow-unsigned)" in n for n in rep.notes) == 3
+
 
 def test_unsigned_version_fails_unless_allowed(rowtrail_home: Path, tmp_path: Path, write_jsonl: Any) -> None:
     store = rt.init(tmp_path / "unsigned")

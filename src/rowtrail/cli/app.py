@@ -516,7 +516,9 @@ def verify(
     pubkey: list[Path] | None = typer.Option(None, "--pubkey", help="Trust this public key PEM too (repeatable)."),
     version: str | None = typer.Option(None, "--version", help="Check only this version (and the journal)."),
     sample: int | None = typer.Option(None, "--sample", help="Recompute only N random rows per version, and hash only referenced objects."),
-    allow_unsigned: bool = typer.Option(False, "--allow-unsigned"),
+    allow_unsigned: bool = typer.Option(
+        False, "--allow-unsigned", help="Accept versions that are unsigned or signed by no trusted key (each is named in a note)."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check every object, the journal chain, signatures (trusted keys only) and version digests."""

@@ -246,10 +246,13 @@ def _check_version(
             rep.problem(label, f"attestation unreadable: {exc}")
         else:
             kids = ", ".join(s.get("keyid", "?")[:16] for s in env.get("signatures", []))
-            if not good:
+            if not good and allow_unsigned:  # waived as for an unsigned version; the statement is still checked
+                rep.notes.append(f"{label}: signed by key id {kids}, which no trusted key verifies; accepted (--allow-unsigned)")
+            elif not good:
                 rep.problem(
                     label,
-                    f"signature does not verify with any trusted key (signed by key id {kids}); add the signer's public key with --pubkey or to ROWTRAIL_HOME/trusted_keys",
+                    f"signature does not verify with any trusted key (signed by key id {kids}); add the signer's public key with --pubkey "
+                    "or to ROWTRAIL_HOME/trusted_keys, or pass --allow-unsigned to accept versions without a trusted signature",
                 )
             else:
                 rep.checked["signatures"] += 1
