@@ -37,7 +37,7 @@ def print_steps(steps: list[dict[str, Any]]) -> None:
 
 
 def apply(
-    pipeline: Path = typer.Argument(..., help="A pipeline file (TOML: [[step]] tables, optional [monitor])."),
+    pipeline: Path = typer.Argument(..., help="A pipeline file (TOML: \\[\\[step]] tables, optional \\[monitor])."),
     corpus: str = typer.Option("main", "--corpus"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what the pipeline would do; stage nothing."),
     engine: str = typer.Option("local", "--engine", help="Where the steps run: 'local' (this process) or 'ray' (Ray Data; pip install 'rowtrail\\[ray]'). Same result either way."),

@@ -12,7 +12,7 @@ app = typer.Typer(help="Admission policies: which sources a version may hold, an
 
 
 @app.command("set")
-def set_(file: Path = typer.Argument(..., help="A policy file (TOML: [[rule]] and [[classify]] tables).")) -> None:
+def set_(file: Path = typer.Argument(..., help="A policy file (TOML: \\[\\[rule]] and \\[\\[classify]] tables).")) -> None:
     """Make FILE the store's admission policy (checked by every later commit)."""
     from ..errors import PolicyError
     from ..ops.policy import set_policy
