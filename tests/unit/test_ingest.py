@@ -335,3 +335,39 @@ def test_bom_and_json_array_files(store, tmp_path):
     arr.write_text('[{"id": "3", "t": "z"}]')
     with pytest.raises(rt.IngestError, match="JSON array, not JSON Lines"):
         store.ingest(str(arr), source="src-a", key_field="id")
+
+
+def test_the_fast_path_writes_what_the_row_loop_writes_for_every_scalar(store, write_jsonl, monkeypatch):
+    """Batches whose content holds booleans, nulls, integers and floats take the column-wise path when
+    orjson writes them as JCS does (integral floats as integers); the stored content, content hashes
+    and row ids equal the row loop's, and a batch holding a float the fast path cannot write exactly
+    (0.1, 1e-7, an integral float past 2^53) goes through the row loop, with the same result."""
+    from rowtrail.ops import ingest as ingest_mod
+
+    fast = ingest_mod._fast_batch
+    took: list[bool] = []
+
+    def spy(spec, batch):
+        out = fast(spec, batch)
+        took.append(out is not None)
+        return out
+
+    def stored(rows, name, path_taken):
+        monkeypatch.setattr(ingest_mod, "_fast_batch", path_taken)
+        s = rt.init(store.path.parent / name)
+        s.sources.add("src-a", kind="partner-dump", license="CC-BY-4.0", legal_basis="contract")
+        s.ingest(write_jsonl(rows, f"{name}.jsonl"), source="src-a", key_field="id", content_fields=["a", "b"])
+        s.commit("m")
+        t = s.rows().sort_by("source_key")
+        return [(r["source_key"], r["row_id"], r["content_sha256"], r["a"], r["b"]) for r in t.to_pylist()]
+
+    exact = ["x", "é\u2028\x01\"\\/", True, False, None, 0, -7, 2**53 - 1, -(2**53 - 1), 4.0, -0.0, 2.0**52 + 1]
+    inexact = [0.1, 1e-7, 1.5e16, 1e21, 123456.789]
+    for name, values, fast_taken in (("exact", exact, True), ("inexact", exact + inexact, False)):
+        rows = [{"id": i, "a": values[i % len(values)], "b": values[(3 * i + 1) % len(values)]} for i in range(4 * len(values))]
+        took.clear()
+        by_fast = stored(rows, f"{name}-fast", spy)
+        assert took == [fast_taken]
+        assert by_fast == stored(rows, f"{name}-rows", lambda spec, batch: None)
+        texts = {r[3] for r in by_fast}  # a column of mixed JSON types reads back as each value's JSON text
+        assert texts >= {"4", "0", "-7", str(2**53 - 1), "true", '"x"'} and not texts & {"4.0", "-0.0", "-0"}

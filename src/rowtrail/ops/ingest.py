@@ -322,10 +322,14 @@ def _hash_row(spec: IngestSpec, row: dict[str, Any], excluded: set[str]) -> tupl
     return sid, snap, key, ch, body, rid, avals, hvals
 
 
+_SCALARS = frozenset({str, int, bool, float, type(None)})
+
+
 def _fast_batch(spec: IngestSpec, rows: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, list[bytes]]] | None:
     """The common case, column by column in comprehensions (about twice as fast as the row loop):
-    declared ASCII content fields holding strings, string or safe-integer keys, known sources. Any
-    surprise returns None and the batch goes through the row loop, which names the bad line."""
+    declared ASCII content fields holding strings, booleans, nulls, safe integers or integral floats,
+    string or safe-integer keys, known sources. Any surprise returns None and the batch goes through
+    the row loop, which names the bad line."""
     cf = spec.content_fields
     if not cf or not all(f.isascii() for f in cf) or spec.hash_fields or spec.binary_fields:
         return None
@@ -333,7 +337,8 @@ def _fast_batch(spec: IngestSpec, rows: list[dict[str, Any]]) -> tuple[dict[str,
     cf = tuple(sorted(cf))  # JCS key order (ASCII names), so orjson need not sort: it is slow at that
     try:
         contents = [{f: r[f] for f in cf} for r in rows]
-        if {type(v) for c in contents for v in c.values()} != {str}:
+        kinds = {type(v) for c in contents for v in c.values()}
+        if kinds != {str} and not _json_scalars(contents, kinds):
             return None
         if spec.source is not None:
             sids = [spec.source] * len(rows)
@@ -382,6 +387,24 @@ def _fast_batch(spec: IngestSpec, rows: list[dict[str, Any]]) -> tuple[dict[str,
         "content": bodies,
     }
     return cols, attr_vals, {}
+
+
+def _json_scalars(contents: list[dict[str, Any]], kinds: set[type]) -> bool:
+    """Whether orjson writes these contents as JCS does, once integral floats are made integers (in
+    place): every value a string, boolean, null, integer within ±(2^53−1) or float equal to such an
+    integer (JCS writes 4.0 as 4; other floats format differently, so they take the row loop)."""
+    if not kinds <= _SCALARS:
+        return False
+    if int in kinds and any(type(v) is int and not -MAX_SAFE_INT <= v <= MAX_SAFE_INT for c in contents for v in c.values()):
+        return False
+    if float in kinds:
+        for c in contents:
+            for k, v in c.items():
+                if type(v) is float:
+                    if not (v.is_integer() and -MAX_SAFE_INT <= v <= MAX_SAFE_INT):
+                        return False
+                    c[k] = int(v)
+    return True
 
 
 def _raw_text(row: dict[str, Any]) -> str:

@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from ..hashing import jcs
+from ..hashing import MAX_SAFE_INT, jcs
 from ..segments import ATTR_PREFIX, hex_column, parquet_file
 
 if TYPE_CHECKING:
@@ -224,11 +224,30 @@ def _content_table_slow(texts: list[str]) -> pa.Table:
             arr = pa.array(values)
             field = pa.field(name, arr.type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            arr = pa.array([None if v is None else jcs(v).decode() for v in values], pa.string())
+            arr = pa.array([None if v is None else _json_text(v) for v in values], pa.string())
             field = pa.field(name, pa.string(), metadata=JSON_TEXT_META)
         arrays.append(arr)
         fields.append(field)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _json_text(value: Any) -> str:
+    """A content value parsed from canonical JSON, as its canonical text again."""
+    return jcs(_as_written(value)).decode()
+
+
+def _as_written(value: Any) -> Any:
+    """An integer past ±(2^53−1) in stored content is a float JCS wrote without an exponent
+    (1.5e16 as 15000000000000000): as that float again (exactly: it was one), ``jcs`` writes the
+    same digits, where it refuses the integer."""
+    t = type(value)
+    if t is int and not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+        return float(value)
+    if t is list:
+        return [_as_written(v) for v in value]
+    if t is dict:
+        return {k: _as_written(v) for k, v in value.items()}
+    return value
 
 
 def _lines(texts: pa.Array) -> pa.Buffer:
