@@ -404,6 +404,25 @@ def test_bad_records_name_file_line_and_field(tmp_path, text, fmt, line, field, 
     assert store.state.seq == rt.open(store.path).state.seq and not annotations.imports(store)  # nothing written
 
 
+def test_jsonl_records_may_hold_raw_line_separators_json_allows(tmp_path):
+    """U+2028, U+2029 and U+0085 are legal raw inside JSON strings: a record holding them is one
+    record, and a bad line after it is still named by its physical line."""
+    store = _store_with_guidelines(tmp_path)
+    base = {"annotator": "a1", "guideline_version": "1", "collected_at": "2026-01-01T00:00:00Z", "platform": "p"}
+    recs = [dict(base, item_id=f"item-{k}", label=f"ok\u2028{k}\u2029x\x85y") for k in range(3)]
+    path = tmp_path / "sep.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+    annotations.import_annotations(store, path, source="ann")
+    store.commit("ratings", tag="r1", sign=False)
+    labels = sorted(store.rows("r1").column("label").to_pylist())
+    assert labels == [f"ok\u2028{k}\u2029x\x85y" for k in range(3)]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(path.read_text(encoding="utf-8") + '{"item_id": \n', encoding="utf-8")
+    with pytest.raises(IngestError, match="malformed JSON") as err:
+        annotations.import_annotations(store, bad, source="ann")
+    assert err.value.line == 4
+
+
 def test_import_refuses_a_source_of_another_kind(tmp_path):
     store = _store_with_guidelines(tmp_path)
     store.sources.add("web", kind="crawl", license="MIT")

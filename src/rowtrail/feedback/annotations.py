@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pyarrow as pa
 
 from ..errors import IngestError, SourceError
@@ -226,12 +227,14 @@ def _json_records(path: Path, text: str) -> list[tuple[int, Any]]:
             out.append((line_of(pos), obj))
             pos = end
         return out
-    for i, raw in enumerate(text.splitlines(), 1):
+    # physical lines: split at "\n" only (str.splitlines would also split inside strings holding
+    # U+2028, U+0085 or other separators JSON allows raw), numbered as the ingest reader numbers them
+    for i, raw in enumerate(text.split("\n"), 1):
         if not raw.strip():
             continue
         try:
-            out.append((i, json.loads(raw)))
-        except json.JSONDecodeError as exc:
+            out.append((i, orjson.loads(raw)))
+        except orjson.JSONDecodeError as exc:
             raise IngestError(f"malformed JSON ({exc.msg})", str(path), i) from None
     return out
 
