@@ -365,3 +365,32 @@ def test_weight_checkpoints_are_kept_and_test_gradients_use_them(tmp_store, writ
         np.add.at(want.T, np.searchsorted(train_ids, rows), -b["lr"] * phi @ inv @ psi.T)
     np.testing.assert_allclose(at_checkpoints, want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
     assert s.verify(allow_unsigned=True).ok
+
+
+def test_scores_say_when_the_run_was_not_plain_sgd(small_store):
+    """Test-example scores take each step as plain SGD; a run trained with Adam (or SGD with momentum)
+    gets a note and a warning saying so, a plain SGD run none."""
+    s = small_store
+    ids = s.rows("v1").column("row_id").to_pylist()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(B, N_IN, generator=g), torch.randint(0, N_OUT, (B,), generator=g)
+
+    def run_with(make_opt):
+        torch.manual_seed(0)
+        model = nn.Linear(N_IN, N_OUT)
+        opt = make_opt(model.parameters())
+        with rt.training.record(s, "v1", model, opt) as rec:
+            for _ in range(2):
+                opt.zero_grad()
+                ce(model(x), y).backward()
+                opt.step()
+                rec.step(ids[:B])
+        return s.run(rec.run_id), model
+
+    run, model = run_with(lambda p: torch.optim.SGD(p, lr=0.1))
+    assert run.attribute(model=model, test_inputs=x[:2], test_targets=y[:2]).notes == []
+    for make, said in ((lambda p: torch.optim.Adam(p, lr=0.01), "Adam"), (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), "SGD with momentum")):
+        run, model = run_with(make)
+        with pytest.warns(UserWarning, match=f"trained with {said}: these scores take each recorded step as a plain SGD step"):
+            res = run.attribute(model=model, test_inputs=x[:2], test_targets=y[:2])
+        assert len(res.notes) == 1 and "actual update" in res.notes[0] and np.isfinite(res.scores()).all()

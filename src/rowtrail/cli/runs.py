@@ -189,7 +189,7 @@ def _examples_report(run: Any, model_ref: str, test: Path, measure: str, query: 
     queries = range(len(names)) if query is None else [query]
     if query is not None and not 0 <= query < len(names):
         raise typer.BadParameter(f"--query {query}: the test file has {len(names)} example(s)")
-    out: dict[str, Any] = {"run_id": run.id, "measure": res.measure, "damping": res.damping, "queries": []}
+    out: dict[str, Any] = {"run_id": run.id, "measure": res.measure, "damping": res.damping, "notes": res.notes, "queries": []}
     for q in queries:
         scores = res.scores()[q]
         order = scores.argsort(kind="stable")
@@ -203,6 +203,10 @@ def _examples_report(run: Any, model_ref: str, test: Path, measure: str, query: 
     if as_json:
         render.print_json(out)
         return
+    from rich.markup import escape
+
+    for note in res.notes:
+        render.err.print(f"[yellow]note:[/yellow] {escape(note)}")
     for qr in out["queries"]:
         for kind in ("helpful", "harmful"):
             render.table(

@@ -33,7 +33,8 @@ before the block's step (``weights="auto"``/``"checkpoints"``), as TracIn-CP rec
 gradient at each checkpoint. Without checkpoints (or with ``weights="final"``) ψ_q is computed with the
 model as passed (normally the final weights) and reused at every step. The training features are
 always from the weights each step actually saw. Under Adam or momentum the SGD-style step (−lr·∇ℓ_i)
-is an approximation; the optimizer's preconditioner is not used.
+is an approximation; the optimizer's preconditioner is not used (Adam's elementwise scaling does not
+factor through the Kronecker projection), and the result says so in ``notes`` (with a warning).
 Only the parameters that the recorder traced contribute (Linear, Embedding and torch.func modules;
 see the run config's ``features.layers``).
 """
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -75,6 +77,7 @@ class Attribution:
     fisher: str
     _scores: np.ndarray = field(repr=False)
     _ids: np.ndarray = field(repr=False)
+    notes: list[str] = field(default_factory=list)  # what the scores assume that the run did not do
 
     def scores(self, train_ids: Sequence[str] | np.ndarray | None = None) -> np.ndarray:
         """``[n_query, n_train]`` float64 scores; positive = the row helps. ``train_ids`` (hex or
@@ -197,7 +200,26 @@ def attribute_examples(
             part = n * np.linalg.solve(gram + n * lam * np.eye(n), phi @ psi.T)
             np.add.at(scores_t, np.searchsorted(ids, rows), -float(b["lr"]) * part)
     name = measure if isinstance(measure, str) else getattr(measure, "__name__", "callable")
-    return Attribution(run=run, measure=name, train_ids=ids_hex(ids), damping=lambdas, fisher=fisher, _scores=scores_t.T.copy(), _ids=ids)
+    notes = _optimizer_notes(run)
+    for note in notes:
+        warnings.warn(f"rowtrail: {note}", stacklevel=3)
+    return Attribution(run=run, measure=name, train_ids=ids_hex(ids), damping=lambdas, fisher=fisher, _scores=scores_t.T.copy(), _ids=ids, notes=notes)
+
+
+def _optimizer_notes(run: Run) -> list[str]:
+    """The scores take each step as plain SGD (−lr·∇ℓ_i); say so when the run's optimizer was not."""
+    opt = (run.entry.get("config") or {}).get("optimizer") or {}
+    name = str(opt.get("class", "")).rsplit(".", 1)[-1]
+    d = opt.get("defaults") or {}
+    plain = name == "SGD" and not d.get("momentum") and not d.get("weight_decay") and not d.get("nesterov")
+    if plain or not name:
+        return []
+    what = name + (" with momentum" if name == "SGD" and d.get("momentum") else "") + (" with weight decay" if d.get("weight_decay") else "")
+    return [
+        f"run {run.id} trained with {what}: these scores take each recorded step as a plain SGD step (−lr·∇ℓ), not the "
+        "optimizer's actual update or preconditioner, so read them as a ranking; the ledger's per-group contributions "
+        f"(store.run('{run.id}').attribute(group=…)) are measured against the actual update"
+    ]
 
 
 def _default_damping(mean_diag: float) -> float:
