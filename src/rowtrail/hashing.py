@@ -433,6 +433,95 @@ def root_from_path(leaf: bytes, leaf_index: int, tree_size: int, path: Sequence[
     return r if sn == 0 else None
 
 
+def consistency_path(leaves: Sequence[bytes], old_size: int) -> list[str]:
+    """RFC 9162 §2.1.4.1 PROOF(m, D[n]): the hashes showing that the tree over the first ``old_size``
+    leaves is a prefix of the tree over all of ``leaves`` (leaf data, in order). Each subtree hash is
+    computed once: O(n) hashes."""
+    n = len(leaves)
+    if not 0 < old_size <= n:
+        raise ProofError(f"a consistency proof needs 0 < old size ≤ new size; got {old_size} and {n}")
+    hashes = [leaf_hash(x) for x in leaves]
+
+    def subtree(lo: int, hi: int) -> bytes:
+        if hi - lo == 1:
+            return hashes[lo]
+        k = 1 << ((hi - lo - 1).bit_length() - 1)
+        return node_hash(subtree(lo, lo + k), subtree(lo + k, hi))
+
+    path: list[bytes] = []
+
+    def sub(m: int, lo: int, hi: int, whole: bool) -> None:  # SUBPROOF(m, D[lo:hi], b)
+        if m == hi - lo:
+            if not whole:
+                path.append(subtree(lo, hi))
+            return
+        k = 1 << ((hi - lo - 1).bit_length() - 1)
+        if m <= k:
+            sub(m, lo, lo + k, whole)
+            path.append(subtree(lo + k, hi))
+        else:
+            sub(m - k, lo + k, hi, False)
+            path.append(subtree(lo, lo + k))
+
+    sub(old_size, 0, n, True)
+    return [h.hex() for h in path]
+
+
+def roots_from_consistency(old_size: int, new_size: int, old_root: bytes, path: Sequence[str]) -> bytes | None:
+    """RFC 9162 §2.1.4.2: the new tree's root a consistency path implies, given the old root it must
+    also reproduce; None when the path does not reproduce ``old_root`` or is malformed."""
+    if not 0 < old_size <= new_size:
+        return None
+    try:
+        nodes = [bytes.fromhex(h) for h in path]
+    except (ValueError, TypeError):
+        return None
+    if any(len(x) != 32 for x in nodes):
+        return None
+    if old_size == new_size:
+        return old_root if not nodes else None
+    if old_size & (old_size - 1) == 0:  # an exact power of two: the old tree is a subtree of the path
+        nodes = [old_root, *nodes]
+    if not nodes:
+        return None
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = nodes[0]
+    for c in nodes[1:]:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sr if fr == old_root and sn == 0 else None
+
+
+def verify_consistency(proof: dict, old_root: str | None = None) -> bool:
+    """True when ``proof`` (``rowtrail journal prove``) shows the journal tree of ``old_size`` entries
+    with root ``old_root`` is a prefix of the tree of ``new_size`` entries with root ``new_root``.
+    Pass the old root you kept (``rowtrail journal root`` at the time): the proof's own ``old_root``
+    is only checked against it, never trusted in its place."""
+    try:
+        old_size, new_size = int(proof["old_size"]), int(proof["new_size"])
+        stated_old, new = bytes.fromhex(proof["old_root"]), bytes.fromhex(proof["new_root"])
+        kept = bytes.fromhex(old_root) if old_root is not None else stated_old
+        path = proof["consistency_path"]
+    except (KeyError, ValueError, TypeError):
+        return False
+    if kept != stated_old or not isinstance(path, list):
+        return False
+    return roots_from_consistency(old_size, new_size, kept, path) == new
+
+
 # --------------------------------------------------------------------------------------------------
 # Proofs (format 9). A proof is a plain dict so it can travel as JSON; the "kind" of tree is told by
 # which key names the leaf: ``row_id`` against ``merkle_root``, ``content_sha256`` against ``content_root``.

@@ -351,6 +351,21 @@ class Store:
 
         return prove(self, row_id, version, absent=absent, content=content, corpus=corpus)
 
+    def journal_root(self, size: int | None = None) -> dict[str, Any]:
+        """The journal's RFC 9162 tree head — ``{tree_size, root, last_entry}`` over the committed
+        entries' lines (or the first ``size``): keep it to check a later consistency proof."""
+        from .ops.prove import journal_root
+
+        return journal_root(self, size)
+
+    def prove_consistency(self, old_size: int, new_size: int | None = None) -> dict[str, Any]:
+        """An RFC 9162 consistency proof that the journal's first ``old_size`` entries are, unchanged,
+        the start of its first ``new_size`` (default: all); check it with
+        ``rowtrail.hashing.verify_consistency(proof, old_root=KEPT_ROOT)``."""
+        from .ops.prove import prove_consistency
+
+        return prove_consistency(self, old_size, new_size)
+
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pa.Table:
         """Run SQL over read-only views of the store (sources, rows, versions, version_rows, drops, step_drops, lineage, quarantine, journal)."""
         from .query.views import run_sql

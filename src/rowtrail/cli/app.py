@@ -459,7 +459,8 @@ def prove(
 
 @app.command("check-proof")
 def check_proof(
-    path: Path = typer.Argument(..., help="A proof JSON file from 'rowtrail prove'."),
+    path: Path = typer.Argument(..., help="A proof JSON file from 'rowtrail prove' or 'rowtrail journal prove'."),
+    old_root: str | None = typer.Option(None, "--old-root", help="Journal consistency proofs: the root of the journal head you kept."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check a proof file on its own: exit 0 if it verifies, 3 if not. Where the store holds the
@@ -472,6 +473,11 @@ def check_proof(
         proof = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:
         raise RowtrailError(f"{path} is not a proof (not JSON: {exc})") from None
+    if isinstance(proof, dict) and proof.get("kind") == "journal-consistency":
+        _check_consistency(proof, old_root, as_json)
+        return
+    if old_root is not None:
+        raise typer.BadParameter("--old-root is for journal consistency proofs ('rowtrail journal prove')")
     kind = "exclusion" if ("left" in proof or "right" in proof) else "inclusion"
     ok = verify_exclusion(proof) if kind == "exclusion" else verify_inclusion(proof)
     # A path alone cannot pin the tree size: where the version is at hand, check root and size too.
@@ -484,6 +490,29 @@ def check_proof(
         render.err.print(f"[red]{kind} proof does NOT verify: {escape(problem)}[/red]")
     else:
         render.out.print(f"{kind} proof verifies against root {root} of version {proof.get('version_id')}")
+    if problem:
+        raise typer.Exit(3)
+
+
+def _check_consistency(proof: dict[str, Any], old_root: str | None, as_json: bool) -> None:
+    from ..hashing import verify_consistency
+
+    ok = verify_consistency(proof, old_root=old_root.lower() if old_root else None)
+    problem = None
+    if not ok:
+        problem = (
+            "the proof's old root is not the root you kept: the journal's first entries changed, or the head is of another store"
+            if old_root and str(proof.get("old_root", "")).lower() != old_root.lower()
+            else "the consistency path does not lead from the old root to the new root"
+        )
+    if as_json:
+        render.print_json({"ok": ok, "kind": "journal-consistency", "old_size": proof.get("old_size"), "new_size": proof.get("new_size"), "old_root": proof.get("old_root"), "new_root": proof.get("new_root"), "checked_against_kept_root": old_root is not None, "problem": problem})
+    elif problem:
+        render.err.print(f"[red]journal consistency proof does NOT verify: {escape(problem)}[/red]")
+    else:
+        render.out.print(f"journal consistency proof verifies: {proof['old_size']} → {proof['new_size']} entries, new root {proof['new_root']}", markup=False)
+        if old_root is None:
+            render.err.print("[yellow]note:[/yellow] checked against the proof's own old root; pass --old-root with the root you kept to check history was not rewritten")
     if problem:
         raise typer.Exit(3)
 
@@ -543,6 +572,7 @@ def verify(
 
 from . import bisect as _bisect  # noqa: E402
 from . import export as _export  # noqa: E402
+from . import journal as _journal  # noqa: E402
 from . import optout as _optout  # noqa: E402
 from . import pipeline as _pipeline  # noqa: E402
 from . import policy as _policy  # noqa: E402
@@ -557,6 +587,7 @@ app.command("export")(_export.export)
 app.command("optout")(_optout.optout)
 app.command("check-receipt")(_optout.check_receipt)
 app.add_typer(_policy.app, name="policy")
+app.add_typer(_journal.app, name="journal")
 app.command("runs")(_runs.runs)
 app.add_typer(_runs.app, name="run")
 app.command("attribute")(_runs.attribute)

@@ -7,6 +7,7 @@ with the corpus.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -116,4 +117,57 @@ def prove(store: Store, value: str, ref: str = "HEAD", absent: bool = False, con
     }
     if not verify_exclusion(proof):
         raise ProofError(f"the exclusion proof for {probe[:16]}… does not verify against {label}'s root; run 'rowtrail verify'")
+    return proof
+
+
+# -- the journal as an append-only log: tree heads and consistency proofs (RFC 9162 §2.1.4) ----------
+#
+# The journal's tree has one leaf per committed entry: its line (JCS bytes, no newline), in sequence
+# order. Its head at size n — {tree_size: n, root: MTH(lines[0:n])} — is a compact commitment to the
+# whole history up to entry n − 1; a consistency proof between two sizes shows the later journal
+# extends the earlier one unchanged, with O(log n) hashes and without the entries themselves. An
+# auditor keeps the head they saw and later checks a proof against it.
+
+
+def journal_lines(store: Store) -> list[bytes]:
+    lines, _residue = store.backend.read_journal()
+    return lines
+
+
+def journal_root(store: Store, size: int | None = None) -> dict[str, Any]:
+    """The journal tree's head at ``size`` entries (default: all committed entries)."""
+    from ..hashing import EMPTY_ROOT, mth
+
+    lines = journal_lines(store)
+    n = len(lines) if size is None else size
+    if not 0 <= n <= len(lines):
+        raise ProofError(f"the journal has {len(lines)} committed entries; no tree of size {n}")
+    head = lines[n - 1] if n else None
+    return {
+        "tree_size": n,
+        "root": (mth(lines[:n]) if n else EMPTY_ROOT).hex(),
+        "last_entry": hashlib.sha256(head).hexdigest() if head is not None else None,
+    }
+
+
+def prove_consistency(store: Store, old_size: int, new_size: int | None = None) -> dict[str, Any]:
+    """A consistency proof that the journal's first ``old_size`` entries are, unchanged, the start of
+    its first ``new_size`` (default: all committed entries)."""
+    from ..hashing import consistency_path, verify_consistency
+
+    lines = journal_lines(store)
+    n = len(lines) if new_size is None else new_size
+    if not 0 < old_size <= n <= len(lines):
+        raise ProofError(f"a consistency proof needs 0 < old size ≤ new size ≤ {len(lines)} (the committed entries); got {old_size} and {n}")
+    old, new = journal_root(store, old_size), journal_root(store, n)
+    proof = {
+        "kind": "journal-consistency",
+        "old_size": old_size,
+        "new_size": n,
+        "old_root": old["root"],
+        "new_root": new["root"],
+        "consistency_path": consistency_path(lines[:n], old_size),
+    }
+    if not verify_consistency(proof):  # never hand out a proof that does not check
+        raise ProofError("internal error: the consistency proof does not verify")
     return proof
