@@ -211,6 +211,117 @@ def test_eu_ai_act_lists_opt_out_requests(tmp_store, write_jsonl, tmp_path):
     assert [d["domain"] for d in v1["2.3"]["top_domains"]] == ["example.com", "b.net"] and v1["2.4"]["used"]
 
 
+def tbc_agree(md: str, doc: dict) -> None:
+    """Every field the Markdown marks *To be completed by the provider* is one entry of the JSON list,
+    and each entry one mark, section by section; the Markdown's closing list is the JSON list."""
+    body, _, closing = md.partition("\n## To be completed by the provider\n")
+    marks: dict[str, int] = {}
+    for part in body.split("\n### ")[1:]:
+        marks[part.split(" ", 1)[0]] = part.count(f"*{eu_ai_act.TBC}*")
+    listed: dict[str, int] = {}
+    for x in doc["to_be_completed_by_provider"]:
+        listed[x["section"]] = listed.get(x["section"], 0) + 1
+    assert {k: n for k, n in marks.items() if n} == listed
+    assert [line[2:] for line in closing.splitlines() if line.startswith("- ")] == [f"{x['section']} {md_cell(x['field'])}" for x in doc["to_be_completed_by_provider"]]
+
+
+def both(store, version, tmp_path, **options) -> tuple[dict, str]:
+    """The summary as JSON and as Markdown, checked to agree on what the provider must complete."""
+    doc = json.loads(read(store, "eu-ai-act", version, tmp_path / f"{version}.json", **options))
+    md = read(store, "eu-ai-act", version, tmp_path / f"{version}.md", **options)
+    tbc_agree(md, doc)
+    return doc, md
+
+
+def test_eu_ai_act_json_and_markdown_agree_on_what_the_provider_completes(demo, tmp_store, write_jsonl, tmp_path):
+    s37, _ = both(demo, "v37", tmp_path)  # no crawl: no 2.3 field to complete
+    assert not any(x["section"] == "2.3" for x in s37["to_be_completed_by_provider"])
+    s38, md38 = both(demo, "v38", tmp_path)  # the demo crawl declares no crawler, purpose or behaviour
+    tbc = [x["field"] for x in s38["to_be_completed_by_provider"] if x["section"] == "2.3"]
+    assert "crawler name(s), not declared by crawl-2024-09" in tbc and s38["2.3"]["crawlers"] == []
+    assert s38["2.3"]["not_declared_by"]["crawler"] == ["crawl-2024-09"] and s38["2.3"]["sources"][0]["crawler"] is None
+    assert f"- Crawler name(s): *{eu_ai_act.TBC}* (not declared by crawl-2024-09)" in md38
+    both(demo, "v39", tmp_path)
+
+    # crawler and user agent as sources record them (any spelling of the attribute name), periods missing
+    tmp_store.sources.add("cc", kind="crawl", license="LicenseRef-web", legal_basis="tdm-exception", collected="2025-01-01/2025-01-31",
+                          attributes={"User-Agent": "CCBot/2.0", "purpose": "pre-training", "robots_txt": "obeyed"})
+    tmp_store.sources.add("links", kind="url-list", license="LicenseRef-web", legal_basis="tdm-exception")
+    tmp_store.sources.add("notes", kind="other", license="MIT")
+    tmp_store.sources.add("gen", kind="synthetic", license="MIT")  # no generator recorded
+    tmp_store.ingest(write_jsonl([{"url": f"https://a.example/{i}", "text": "x" * i} for i in range(1, 4)], "cc.jsonl"), source="cc", key_field="url")
+    tmp_store.ingest(write_jsonl([{"id": 1, "text": "no url here"}], "links.jsonl"), source="links", key_field="id")
+    tmp_store.ingest(write_jsonl([{"id": 1, "text": "a note"}], "notes.jsonl"), source="notes", key_field="id")
+    tmp_store.ingest(write_jsonl([{"id": 1, "text": "generated"}], "gen.jsonl"), source="gen", key_field="id")
+    tmp_store.commit("v1", tag="v1")
+    doc, md = both(tmp_store, "v1", tmp_path)
+    s23 = doc["2.3"]
+    assert s23["crawlers"] == ["CCBot/2.0"] and {e["source_id"]: e["crawler"] for e in s23["sources"]} == {"cc": "CCBot/2.0", "links": None}
+    assert s23["not_declared_by"] == {"crawler": ["links"], "purpose": ["links"], "robots_txt_and_paywalls": ["links"], "collection_period": ["links"]}
+    tbc = {x["field"] for x in doc["to_be_completed_by_provider"]}
+    assert {"crawler name(s), not declared by links", "period of data collection of links"} <= tbc
+    assert f"- Crawler name(s): CCBot/2.0; *{eu_ai_act.TBC}* (not declared by links)" in md
+    assert "| links | url-list | — | 1 |" in md and md.split("| links | url-list |")[1].split("\n")[0].endswith(f"| *{eu_ai_act.TBC}* |")
+    assert "languages: no row or source declares a language attribute" in tbc
+    assert f"- Languages: *{eu_ai_act.TBC}* (no row or source declares a language attribute)" in md
+    assert doc["2.5"]["sources_without_generating_model"] == ["gen"] and "models used to generate the synthetic data of gen" in tbc
+    assert f"- Models used to generate the content of gen: *{eu_ai_act.TBC}*" in md
+
+
+def test_eu_ai_act_user_data_sub_categories(tmp_store, write_jsonl, tmp_path):
+    from rowtrail.feedback import annotations, guidelines
+
+    (tmp_path / "g1.md").write_text("thumbs up when the answer helps\n")
+    guidelines.add(tmp_store, tmp_path / "g1.md", "1")
+    # thumbs on the model's answers, imported as annotations; the source says they are interactions with the model
+    tmp_store.sources.add("chat-thumbs", kind="user-feedback", license="LicenseRef-terms", legal_basis="consent", user_data="model-interactions")
+    thumbs = [{"item_id": f"answer-{i}", "annotator": f"user-{i}", "guideline_version": "1", "collected_at": "2026-02-01T10:00:00Z",
+               "platform": "chat-app", "label": "up" if i % 2 else "down", "item_generator": "our-model-v1"} for i in range(4)]
+    annotations.import_annotations(tmp_store, write_jsonl(thumbs, "thumbs.jsonl"), source="chat-thumbs")
+    # user data whose sub-category the ledger cannot tell
+    tmp_store.sources.add("forum", kind="user-feedback", license="LicenseRef-terms", legal_basis="consent")
+    tmp_store.ingest(write_jsonl([{"id": i, "text": f"post {i}"} for i in range(3)], "forum.jsonl"), source="forum", key_field="id")
+    tmp_store.commit("v1", tag="v1")
+
+    doc, md = both(tmp_store, "v1", tmp_path)
+    s24 = doc["2.4"]
+    assert s24["used"] and s24["interactions_with_model"] == {"used": True, "sources": ["chat-thumbs"]}
+    assert s24["other_services"]["used"] is None and s24["sources_not_declaring_sub_category"] == ["forum"]  # not invented
+    assert {e["source_id"]: e["user_data"] for e in s24["sources"]} == {"chat-thumbs": ["interactions_with_model"], "forum": []}
+    assert [x["field"] for x in doc["to_be_completed_by_provider"] if x["section"] == "2.4"] == [
+        "data collected from other services or products of the provider: used or not (yes/no), not declared by forum"
+    ]
+    section = md.split("### 2.4")[1].split("### 2.5")[0]
+    assert "- Data from user interactions with the model: yes (chat-thumbs)" in section
+    assert f"- Data collected from other services or products of the provider: *{eu_ai_act.TBC}* (sources that do not declare a user_data attribute: forum)" in section
+    assert "| forum | user-feedback | — | 3 |" in section and section.count("not declared |") == 1
+
+    # every user-data source declares: a sub-category none declares is "no"; the services of (b) come from the source
+    tmp_store.remove(source="forum", reason="sub-category unknown")
+    tmp_store.sources.add("shop-reviews", kind="user-feedback", license="LicenseRef-terms", legal_basis="consent", user_data="other-services", service="example-shop product reviews")
+    tmp_store.sources.add("survey", kind="annotation-batch", license="LicenseRef-terms", legal_basis="consent", user_data="Other-Services, model-interactions")
+    tmp_store.ingest(write_jsonl([{"id": i, "text": f"review {i}"} for i in range(2)], "shop.jsonl"), source="shop-reviews", key_field="id")
+    tmp_store.ingest(write_jsonl([{"id": 0, "text": "survey answer"}], "survey.jsonl"), source="survey", key_field="id")
+    tmp_store.commit("v2", tag="v2")
+    doc, md = both(tmp_store, "v2", tmp_path)
+    s24 = doc["2.4"]
+    assert s24["interactions_with_model"] == {"used": True, "sources": ["chat-thumbs", "survey"]} and s24["sources_not_declaring_sub_category"] == []
+    assert s24["other_services"] == {"used": True, "sources": ["shop-reviews", "survey"], "services": ["example-shop product reviews"], "services_not_declared_by": ["survey"]}
+    assert not doc["2.6"]["used"]  # an annotation batch that declares user data is user data
+    assert [x["field"] for x in doc["to_be_completed_by_provider"] if x["section"] == "2.4"] == [
+        "the provider's services or products the user data was collected from, not declared by survey"
+    ]
+    assert f"- Services or products of the provider the data was collected from: example-shop product reviews; *{eu_ai_act.TBC}* (not declared by survey)" in md
+
+    tmp_store.remove(source="shop-reviews", reason="x")
+    tmp_store.remove(source="survey", reason="x")
+    tmp_store.commit("v3", tag="v3")
+    doc, md = both(tmp_store, "v3", tmp_path)
+    assert doc["2.4"]["interactions_with_model"]["used"] is True and doc["2.4"]["other_services"]["used"] is False
+    assert "- Data collected from other services or products of the provider: no" in md
+    assert not any(x["section"] == "2.4" for x in doc["to_be_completed_by_provider"])
+
+
 # -- data card ---------------------------------------------------------------------------------------
 
 

@@ -14,18 +14,31 @@ What the ledger fills, section by section:
   basis is ``licence`` or ``contract``, else "other private datasets".
 - 2.3 crawled and scraped data: ``crawl`` and ``url-list`` sources with their collection periods, the
   crawler name, purpose and robots.txt / paywall behaviour when the source declares them (attributes
-  ``crawler`` / ``user_agent``, ``purpose``, ``robots_txt`` / ``robots``, ``paywalls``), and the top
-  domains by content size (the host of a URL-like ``url`` attribute, content field ``url`` or source
-  key; the top ``top_domains`` — default the top 10 %, at least one).
-- 2.4 user data: ``user-feedback`` sources. 2.5 synthetic data: ``synthetic`` and ``teacher-model``
-  sources and any source whose generator is not ``human``, with the generating models, plus the
-  teacher models declared on rows (a ``teacher`` / ``teacher_model`` attribute). 2.6 other: the rest
-  (``annotation-batch``, ``external-import`` by humans, ``other``).
+  ``crawler`` / ``crawler_name`` / ``crawlers`` / ``user_agent``, ``purpose`` / ``purposes``,
+  ``robots_txt`` / ``robots`` / ``paywalls``; attribute names compared in lower case with ``-`` as
+  ``_``), and the top domains by content size (the host of a URL-like ``url`` attribute, content
+  field ``url`` or source key; the top ``top_domains`` — default the top 10 %, at least one). A
+  crawled source that declares no crawler, purpose, behaviour or collection period is named under
+  "To be completed by the provider" for that field.
+- 2.4 user data: ``user-feedback`` sources, and sources of the kinds of 2.6 that declare a
+  ``user_data`` attribute. The template's two sub-categories — (a) data from user interactions with
+  the model, (b) data collected from the provider's other services or products — are told apart only
+  by a source's ``user_data`` attribute (``model-interactions``, ``other-services``, or both, comma
+  separated); the services of (b) by a ``service`` / ``services`` / ``product`` attribute. A
+  sub-category no source declares is "no" when every user-data source declares its sub-categories,
+  else "To be completed by the provider", naming the sources that do not.
+- 2.5 synthetic data: ``synthetic`` and ``teacher-model`` sources and any source whose generator is
+  not ``human``, with the generating models, plus the teacher models declared on rows (a
+  ``teacher`` / ``teacher_model`` attribute); a synthetic source with neither is named under "To be
+  completed by the provider". 2.6 other: the rest (``annotation-batch``, ``external-import`` by
+  humans, ``other``).
 - 3.1: the opt-out requests the store recorded (or "no opt-out requests recorded") and the sources
   relying on the text-and-data-mining exception.
 
 Everything else (provider, model, dates placed on the market, measures, 3.2, 3.3 …) is listed
-under "To be completed by the provider", never invented.
+under "To be completed by the provider", never invented: every field the Markdown marks *To be
+completed by the provider* is one entry of the JSON ``to_be_completed_by_provider`` list (and of the
+Markdown's closing list), and each entry one such mark.
 
 Formats: ``markdown`` (default) and ``json`` (keyed by the template's section numbers, ``"1.1"`` …
 ``"3.3"``, with ``"to_be_completed_by_provider"``). Options: ``format``, ``corpus``, ``large_share``
@@ -63,14 +76,26 @@ TBC = "To be completed by the provider"
 PUBLIC_KINDS = ("hf-dataset", "benchmark")
 PRIVATE_KINDS = ("partner-dump",)
 USER_KINDS = ("user-feedback",)
+OTHER_KINDS = ("annotation-batch", "external-import", "other")  # 2.6, unless a source declares user_data
 SYNTHETIC_KINDS = ("synthetic", "teacher-model")
 LICENSED_BASES = ("licence", "license", "contract")
 TEACHER_ATTRIBUTES = tuple(a for a in BREAKDOWN_ATTRIBUTES if a.startswith("teacher"))
 DEFAULT_LARGE_SHARE = 0.03
 DEFAULT_TOP_DOMAIN_FRACTION = 0.10
 TEXT_BANDS = ((1e9, "less than 1 billion tokens"), (1e13, "1 billion to 10 trillion tokens"), (float("inf"), "more than 10 trillion tokens"))
+CRAWLER_ATTRIBUTES = ("crawler", "crawler_name", "crawlers", "user_agent")
+PURPOSE_ATTRIBUTES = ("purpose", "purposes")
+ROBOTS_ATTRIBUTES = ("robots_txt", "robots", "paywalls")
+SERVICE_ATTRIBUTES = ("service", "services", "product")
+USER_DATA_ATTRIBUTE = "user_data"
+# declared user_data value → the 2.4 sub-category (JSON key) and its wording
+USER_DATA = {"model-interactions": "interactions_with_model", "other-services": "other_services"}
+USER_DATA_LABELS = {
+    "interactions_with_model": "Data from user interactions with the model",
+    "other_services": "Data collected from other services or products of the provider",
+}
 
-# (section, field) the ledger cannot know
+# (section, field) the ledger never knows; summary() adds, per version, the fields it cannot fill
 PROVIDER_FIELDS = [
     ("1.1", "provider name and contact details"),
     ("1.1", "authorised representative (name and contact details), if any"),
@@ -79,10 +104,6 @@ PROVIDER_FIELDS = [
     ("1.2", "date the model was placed on the Union market"),
     ("1.3", "types of content (e.g. code, prose, dialogue) — the ledger records only the content field names shown in 1.3"),
     ("1.3", "other relevant characteristics of the training data"),
-    ("2.3", "purposes of the crawlers, where a source does not declare them"),
-    ("2.3", "crawler behaviour towards robots.txt, paywalls and other access restrictions, where a source does not declare it"),
-    ("2.3", "types of online sources crawled (e.g. public websites, forums), where not evident from the domains"),
-    ("2.5", "links to the public generating models, where applicable"),
     ("3.1", "measures taken to identify and respect reservations of rights from text-and-data mining (e.g. robots.txt, machine-readable protocols)"),
     ("3.2", "measures taken to avoid or remove illegal content from the training data"),
     ("3.3", "other information (optional)"),
@@ -105,11 +126,29 @@ def month_year(stamp: str | None) -> str | None:
 
 
 def _attr(s: SourceFacts, *names: str) -> str | None:
+    """The first of ``names`` the source declares (attribute names compared in lower case, ``-`` as ``_``)."""
+    attrs = {str(k).strip().lower().replace("-", "_"): v for k, v in s.record.attributes.items()}
     for n in names:
-        v = s.record.attributes.get(n)
-        if v not in (None, ""):
-            return str(v)
+        v = attrs.get(n)
+        if v not in (None, "", [], ()):
+            return ", ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
     return None
+
+
+def _user_data(s: SourceFacts) -> list[str]:
+    """The 2.4 sub-categories a source declares in its ``user_data`` attribute ([] when it declares
+    none, or a value the template has no sub-category for: the ledger cannot tell)."""
+    raw = _attr(s, USER_DATA_ATTRIBUTE)
+    if raw is None:
+        return []
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    if not names or any(n not in USER_DATA for n in names):
+        return []
+    return sorted({USER_DATA[n] for n in names})
+
+
+def _ids(ids: list[str]) -> str:
+    return ", ".join(ids)
 
 
 def _category(s: SourceFacts) -> str:
@@ -122,7 +161,7 @@ def _category(s: SourceFacts) -> str:
         return "2.2"
     if kind in CRAWL_KINDS:
         return "2.3"
-    if kind in USER_KINDS:
+    if kind in USER_KINDS or (kind in OTHER_KINDS and _user_data(s)):
         return "2.4"
     return "2.6"
 
@@ -152,6 +191,8 @@ def summary(facts: VersionFacts, large_share: float = DEFAULT_LARGE_SHARE, top_d
         groups[_category(s)].append(s)
     by_size = {k: sorted(v, key=lambda s: (-s.bytes, s.source_id)) for k, v in groups.items()}
 
+    tbc: list[tuple[str, str]] = [f for f in PROVIDER_FIELDS if f[0] in ("1.1", "1.2", "1.3")]  # then, section by section, what this version leaves open
+
     # 1.3
     langs = [x for x in facts.languages if x["language"] is not None]
     unrecorded = sum(x["rows"] for x in facts.languages if x["language"] is None) if facts.languages else facts.rows
@@ -172,6 +213,10 @@ def summary(facts: VersionFacts, large_share: float = DEFAULT_LARGE_SHARE, top_d
         "rows_without_language": unrecorded,
         "other_characteristics": None,
     }
+    if s13["latest_acquisition"] is None:
+        tbc.append(("1.3", "latest date of data acquisition (MM/YYYY): no row or source records a date"))
+    if not langs:
+        tbc.append(("1.3", "languages: no row or source declares a language attribute"))
 
     # 2.1
     public = by_size["2.1"]
@@ -206,12 +251,22 @@ def summary(facts: VersionFacts, large_share: float = DEFAULT_LARGE_SHARE, top_d
     domains = [d for d in facts.domains if crawl_ids & set(d["sources"])]
     n_top = top_domains if top_domains is not None else max(1, -(-len(domains) * 10 // 100)) if domains else 0
     crawled_bytes = sum(s.bytes for s in crawled)
+    declared = {
+        key: {s.source_id: _attr(s, *names) for s in crawled}
+        for key, names in (("crawler", CRAWLER_ATTRIBUTES), ("purpose", PURPOSE_ATTRIBUTES), ("robots_txt_and_paywalls", ROBOTS_ATTRIBUTES))
+    }
+    undeclared = {key: [sid for sid, v in values.items() if v is None] for key, values in declared.items()}
+    undeclared["collection_period"] = [s.source_id for s in crawled if not s.record.collected]
     s23 = {
         "used": bool(crawled),
-        "crawlers": sorted({c for s in crawled if (c := _attr(s, "crawler", "crawler_name", "user_agent"))}),
-        "purposes": sorted({p for s in crawled if (p := _attr(s, "purpose", "purposes"))}),
-        "robots_txt_and_paywalls": sorted({b for s in crawled if (b := _attr(s, "robots_txt", "robots", "paywalls"))}),
-        "sources": [{**_source_entry(s, facts), "collection_period": s.record.collected} for s in crawled],
+        "crawlers": sorted({c for c in declared["crawler"].values() if c}),
+        "purposes": sorted({p for p in declared["purpose"].values() if p}),
+        "robots_txt_and_paywalls": sorted({b for b in declared["robots_txt_and_paywalls"].values() if b}),
+        "not_declared_by": undeclared,
+        "types_of_sources": None,
+        "sources": [
+            {**_source_entry(s, facts), "collection_period": s.record.collected, **{k: v[s.source_id] for k, v in declared.items()}} for s in crawled
+        ],
         "modalities": ["text"] if crawled else [],
         "domains_counted": len(domains),
         "top_domains_rule": (
@@ -224,10 +279,41 @@ def summary(facts: VersionFacts, large_share: float = DEFAULT_LARGE_SHARE, top_d
             for d in domains[:n_top]
         ],
     }
+    if crawled:
+        if undeclared["crawler"]:
+            tbc.append(("2.3", f"crawler name(s), not declared by {_ids(undeclared['crawler'])}"))
+        if undeclared["purpose"]:
+            tbc.append(("2.3", f"purposes of the crawlers, not declared by {_ids(undeclared['purpose'])}"))
+        if undeclared["robots_txt_and_paywalls"]:
+            tbc.append(("2.3", f"crawler behaviour towards robots.txt, paywalls and other access restrictions, not declared by {_ids(undeclared['robots_txt_and_paywalls'])}"))
+        tbc.append(("2.3", "types of online sources crawled (e.g. public websites, forums)"))
+        tbc += [("2.3", f"period of data collection of {sid}") for sid in undeclared["collection_period"]]
+        if not s23["top_domains"]:
+            tbc.append(("2.3", "summary list of the top domains by content size: no crawled row carries a URL the ledger can read a domain from"))
 
     # 2.4
     users = by_size["2.4"]
-    s24 = {"used": bool(users), "sources": [_source_entry(s, facts) for s in users]}
+    kinds = {s.source_id: _user_data(s) for s in users}
+    no_kind = [s.source_id for s in users if not kinds[s.source_id]]
+    s24: dict[str, Any] = {
+        "used": bool(users),
+        "modalities": ["text"] if users else [],
+        "sub_category_rule": f"a source's {USER_DATA_ATTRIBUTE} attribute: {' or '.join(USER_DATA)} (or both, comma separated)",
+        "sources_not_declaring_sub_category": no_kind,
+    }
+    for key, label in USER_DATA_LABELS.items():
+        ids = [s.source_id for s in users if key in kinds[s.source_id]]
+        # yes when a source declares it; no when every user-data source declares its sub-categories
+        s24[key] = {"used": True if ids else (None if no_kind else False), "sources": ids}
+        if s24[key]["used"] is None:
+            tbc.append(("2.4", f"{label[0].lower()}{label[1:]}: used or not (yes/no), not declared by {_ids(no_kind)}"))
+    other_services = [s for s in users if "other_services" in kinds[s.source_id]]
+    services = {s.source_id: _attr(s, *SERVICE_ATTRIBUTES) for s in other_services}
+    s24["other_services"]["services"] = sorted({v for v in services.values() if v})
+    s24["other_services"]["services_not_declared_by"] = [sid for sid, v in services.items() if v is None]
+    if s24["other_services"]["services_not_declared_by"]:
+        tbc.append(("2.4", f"the provider's services or products the user data was collected from, not declared by {_ids(s24['other_services']['services_not_declared_by'])}"))
+    s24["sources"] = [{**_source_entry(s, facts), "user_data": kinds[s.source_id], "service": services.get(s.source_id)} for s in users]
 
     # 2.5
     synthetic = by_size["2.5"]
@@ -249,13 +335,19 @@ def summary(facts: VersionFacts, large_share: float = DEFAULT_LARGE_SHARE, top_d
             m["declared_by"].add(f"row attribute {attr}")
             m["sources"] = sorted(set(m["sources"]) | set(v.get("example_sources") or []))
             teacher_rows += v["rows"]
+    no_model = [s.source_id for s in synthetic if not any(s.source_id in m["sources"] for m in models.values())]
     s25 = {
         "used": bool(synthetic) or bool(models),
         "modalities": ["text"] if (synthetic or models) else [],
         "sources": [_source_entry(s, facts) for s in synthetic],
         "generating_models": [{**m, "declared_by": sorted(m["declared_by"])} for m in sorted(models.values(), key=lambda m: (-m["rows"], m["model"]))],
         "rows_with_teacher_attribute": teacher_rows,
+        "sources_without_generating_model": no_model,
     }
+    if no_model:
+        tbc.append(("2.5", f"models used to generate the synthetic data of {_ids(no_model)}"))
+    if s25["used"]:
+        tbc.append(("2.5", "links to the public generating models, where applicable"))
 
     # 2.6
     other = by_size["2.6"]
@@ -269,6 +361,7 @@ def summary(facts: VersionFacts, large_share: float = DEFAULT_LARGE_SHARE, top_d
         "sources_relying_on_tdm_exception": tdm,
         "measures": None,
     }
+    tbc += [f for f in PROVIDER_FIELDS if f[0] in ("3.1", "3.2", "3.3")]
 
     return {
         "format": FORMAT_ID,
@@ -286,7 +379,7 @@ def summary(facts: VersionFacts, large_share: float = DEFAULT_LARGE_SHARE, top_d
         "3.1": s31,
         "3.2": {"measures": None},
         "3.3": {"other_information": None},
-        "to_be_completed_by_provider": [{"section": sec, "field": f} for sec, f in PROVIDER_FIELDS],
+        "to_be_completed_by_provider": [{"section": sec, "field": f} for sec, f in tbc],
         "rowtrail_version": rowtrail_version(),
     }
 
@@ -325,6 +418,14 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def _declared(values: list[str], missing: list[str], sep: str = ", ") -> str:
+    """What the sources declare, then one mark for the sources that declare nothing."""
+    parts = [md_text(sep.join(values))] if values else []
+    if missing:
+        parts.append(f"*{TBC}* (not declared by {md_text(_ids(missing))})")
+    return "; ".join(parts) or "—"
+
+
 def _sources_table(entries: list[dict[str, Any]], extra: str | None = None) -> str:
     headers = ["source", "kind", "link / uri", "rows", "size", "licence", "legal basis"]
     if extra:
@@ -334,7 +435,9 @@ def _sources_table(entries: list[dict[str, Any]], extra: str | None = None) -> s
         row = [e["source_id"], e["kind"], e["uri"] or "—", f"{e['rows']:,}", human_bytes(e["bytes"]), e["license"] or "—", e["legal_basis"] or "—"]
         if extra:
             val = e.get(extra)
-            row.append(period(val) if extra == "collection_period" else val)
+            if extra == "collection_period":
+                val = period(val) or f"*{TBC}*"  # listed under 2.3 in to_be_completed_by_provider
+            row.append(val)
         rows.append(row)
     return md_table(headers, rows, "lllrrll" + ("l" if extra else ""))
 
@@ -372,7 +475,7 @@ def _markdown(doc: dict[str, Any]) -> str:
         f"- Training data size (text): **{s['text_size_band']}** — about {s['estimated_text_tokens']:,} tokens, estimated as {md_text(s['size_rule'])} ({human_bytes(s['content_bytes'])})"
         + (f"; {md_text(s['size_note'])}" if s["size_note"] else ""),
         f"- Types of content: *{TBC}* (content fields recorded: {md_text(', '.join(s['content_fields'])) or '—'})",
-        f"- Latest date of data acquisition: {s['latest_acquisition'] or '—'}",
+        f"- Latest date of data acquisition: {_tbc(s['latest_acquisition'])}",
     ]
     if s["languages"]:
         langs = ", ".join(f"{md_text(x['language'])} ({x['rows']:,} rows)" for x in s["languages"])
@@ -397,10 +500,11 @@ def _markdown(doc: dict[str, Any]) -> str:
     s = doc["2.3"]
     out += ["", "### 2.3 Data crawled and scraped from online sources", "", f"- Used: {_yes(s['used'])}"]
     if s["used"]:
+        missing = s["not_declared_by"]
         out += [
-            f"- Crawler name(s): {_tbc(', '.join(s['crawlers']))}",
-            f"- Purposes: {_tbc(', '.join(s['purposes']))}",
-            f"- Behaviour towards robots.txt and paywalls: {_tbc('; '.join(s['robots_txt_and_paywalls']))}",
+            f"- Crawler name(s): {_declared(s['crawlers'], missing['crawler'])}",
+            f"- Purposes: {_declared(s['purposes'], missing['purpose'])}",
+            f"- Behaviour towards robots.txt and paywalls: {_declared(s['robots_txt_and_paywalls'], missing['robots_txt_and_paywalls'], '; ')}",
             f"- Types of sources: *{TBC}*",
             f"- Modalities: {', '.join(s['modalities'])}",
             "",
@@ -422,9 +526,21 @@ def _markdown(doc: dict[str, Any]) -> str:
         else:
             out.append(f"*{TBC}* (no crawled row carries a URL the ledger can read a domain from)")
 
-    out += ["", "### 2.4 User data", "", f"- Used: {_yes(doc['2.4']['used'])}"]
-    if doc["2.4"]["used"]:
-        out += ["", _sources_table(doc["2.4"]["sources"])]
+    s = doc["2.4"]
+    out += ["", "### 2.4 User data", "", f"- Used: {_yes(s['used'])}"]
+    for key, label in USER_DATA_LABELS.items():
+        sub = s[key]
+        if sub["used"] is None:
+            answer = f"*{TBC}* (sources that do not declare a {USER_DATA_ATTRIBUTE} attribute: {md_text(_ids(s['sources_not_declaring_sub_category']))})"
+        else:
+            answer = _yes(sub["used"]) + (f" ({md_text(_ids(sub['sources']))})" if sub["sources"] else "")
+        out.append(f"- {label}: {answer}")
+    if s["other_services"]["used"]:
+        out.append(f"- Services or products of the provider the data was collected from: {_declared(s['other_services']['services'], s['other_services']['services_not_declared_by'])}")
+    if s["used"]:
+        out.append(f"- Modalities: {', '.join(s['modalities'])}")
+        entries = [{**e, "user_data": ", ".join(USER_DATA_LABELS[k].lower() for k in e["user_data"]) or "not declared"} for e in s["sources"]]
+        out += ["", _sources_table(entries, "user_data")]
 
     s = doc["2.5"]
     out += ["", "### 2.5 Synthetic data", "", f"- Used: {_yes(s['used'])}"]
@@ -439,7 +555,10 @@ def _markdown(doc: dict[str, Any]) -> str:
                 "",
                 md_table(["model", "rows", "declared by", "sources"], [[m["model"], f"{m['rows']:,}", m["declared_by"], m["sources"] or "—"] for m in s["generating_models"]], "lrll"),
             ]
-        out += ["", f"- Links to public generating models: *{TBC}*"]
+        out.append("")
+        if s["sources_without_generating_model"]:
+            out.append(f"- Models used to generate the content of {md_text(_ids(s['sources_without_generating_model']))}: *{TBC}*")
+        out.append(f"- Links to public generating models: *{TBC}*")
 
     out += ["", "### 2.6 Other sources", "", f"- Used: {_yes(doc['2.6']['used'])}"]
     if doc["2.6"]["used"]:
