@@ -351,6 +351,13 @@ class Store:
 
         return prove(self, row_id, version, absent=absent, content=content, corpus=corpus)
 
+    def sign(self, version: str = "HEAD", key: str | None = None, corpus: str = "main") -> dict[str, Any]:
+        """Add a signature with the key named ``key`` to a committed version (a co-signature, or the
+        first one of a version committed unsigned); ``verify(threshold=K)`` asks for K trusted keys."""
+        from .ops.sign import sign_version
+
+        return sign_version(self, version, key, corpus)
+
     def journal_root(self, size: int | None = None) -> dict[str, Any]:
         """The journal's RFC 9162 tree head — ``{tree_size, root, last_entry}`` over the committed
         entries' lines (or the first ``size``): keep it to check a later consistency proof."""
@@ -372,11 +379,20 @@ class Store:
 
         return run_sql(self, query, params)
 
-    def verify(self, allow_unsigned: bool = False, pubkeys: Sequence[str] | None = None, version: str | None = None, sample: int | None = None, progress: Any = None) -> VerifyReport:
-        """Check every object, the journal chain, signatures and version digests; never raises on damage."""
+    def verify(
+        self,
+        allow_unsigned: bool = False,
+        pubkeys: Sequence[str] | None = None,
+        version: str | None = None,
+        sample: int | None = None,
+        progress: Any = None,
+        threshold: int = 1,
+    ) -> VerifyReport:
+        """Check every object, the journal chain, signatures (at least ``threshold`` distinct trusted
+        keys per signed version) and version digests; never raises on damage."""
         from .ops.verify import verify
 
-        return verify(self, allow_unsigned=allow_unsigned, pubkeys=pubkeys, version=version, sample=sample, progress=progress)
+        return verify(self, allow_unsigned=allow_unsigned, pubkeys=pubkeys, version=version, sample=sample, progress=progress, threshold=threshold)
 
 
 def _cached_bytes(value: np.ndarray) -> int:

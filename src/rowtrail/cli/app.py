@@ -541,6 +541,22 @@ def _proof_against_store(proof: dict[str, Any]) -> str | None:
 
 
 @app.command()
+def sign(
+    ref: str = typer.Argument("HEAD", help="The version to sign (a tag, a version id or HEAD)."),
+    key: str | None = typer.Option(None, "--key", help="The signing key's name under ROWTRAIL_HOME/keys (default: ROWTRAIL_SIGNING_KEY or 'default')."),
+    corpus: str = typer.Option("main", "--corpus"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Add a signature to a committed version: a co-signature (two people, two keys: 'verify --threshold 2'),
+    or the first signature of a version committed with --no-sign."""
+    res = open_store().sign(ref, key=key, corpus=corpus)
+    if as_json:
+        render.print_json(res)
+    else:
+        render.out.print(f"signed {res['tag'] or res['version_id'][:12]} with key {res['keyid'][:16]}: {res['signatures']} signature(s)", markup=False)
+
+
+@app.command()
 def verify(
     pubkey: list[Path] | None = typer.Option(None, "--pubkey", help="Trust this public key PEM too (repeatable)."),
     version: str | None = typer.Option(None, "--version", help="Check only this version (and the journal)."),
@@ -548,12 +564,15 @@ def verify(
     allow_unsigned: bool = typer.Option(
         False, "--allow-unsigned", help="Accept versions that are unsigned or signed by no trusted key (each is named in a note)."
     ),
+    threshold: int = typer.Option(1, "--threshold", min=1, help="Signed versions need this many distinct trusted keys (see 'rowtrail sign')."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check every object, the journal chain, signatures (trusted keys only) and version digests."""
     s = open_store()
     with render.progress("verify", not as_json) as bar:
-        rep = s.verify(allow_unsigned=allow_unsigned, pubkeys=[str(p) for p in pubkey or []], version=version, sample=sample, progress=bar)
+        rep = s.verify(
+            allow_unsigned=allow_unsigned, pubkeys=[str(p) for p in pubkey or []], version=version, sample=sample, progress=bar, threshold=threshold
+        )
     if as_json:
         render.print_json(rep.to_dict())
     else:

@@ -145,6 +145,8 @@ def _referenced(state: State) -> dict[str, str]:
             refs[e["manifest"]] = where
             if e.get("envelope"):
                 refs[e["envelope"]] = where
+        elif e["kind"] == "sign":
+            refs[e["envelope"]] = where
         if e["kind"] == "policy" and e.get("digest"):
             refs[e["digest"]] = where
         if e["kind"] == "guideline.add":  # feedback: a guideline's text; a model's registered outputs
@@ -190,6 +192,28 @@ def _check_objects(store: Store, rep: VerifyReport, only: set[str] | None, progr
     return set(names)
 
 
+def _check_signings(store: Store, rep: VerifyReport, state: State, info: Any, commit: dict[str, Any], label: str, latest: dict[str, Any]) -> None:
+    """A version's envelopes in journal order (its commit's, then each ``sign`` entry's) keep one
+    payload and only ever gain signatures: a later envelope that drops one, or signs something else,
+    is reported."""
+    chain = [e["envelope"] for e in state.entries if e["kind"] == "sign" and e["version_id"] == info.version_id]
+    first = commit.get("envelope")
+    digests = ([first] if first else []) + chain
+    before: dict[str, Any] | None = None
+    for digest in digests:
+        try:
+            env = latest if digest == info.envelope else orjson.loads(store.backend.read_bytes(digest))
+        except (RowtrailError, orjson.JSONDecodeError):
+            continue  # a missing or damaged object is reported by the object check
+        if before is not None:
+            if env.get("payload") and before.get("payload") and signing._b64decode(env["payload"]) != signing._b64decode(before["payload"]):
+                rep.problem(label, f"a 'sign' entry's envelope {digest[:12]} signs another statement than the version's first envelope")
+            kept = {(s.get("keyid"), s.get("sig")) for s in env.get("signatures", [])}
+            if any((s.get("keyid"), s.get("sig")) not in kept for s in before.get("signatures", [])):
+                rep.problem(label, f"a 'sign' entry's envelope {digest[:12]} drops a signature the version had")
+        before = env
+
+
 def _check_version(
     store: Store,
     rep: VerifyReport,
@@ -199,6 +223,7 @@ def _check_version(
     allow_unsigned: bool,
     sample: int | None,
     present: set[str],
+    threshold: int = 1,
 ) -> None:
     info = state.versions[vid]
     label = f"version {info.tag or vid[:12]}"
@@ -246,8 +271,15 @@ def _check_version(
             rep.problem(label, f"attestation unreadable: {exc}")
         else:
             kids = ", ".join(s.get("keyid", "?")[:16] for s in env.get("signatures", []))
+            _check_signings(store, rep, state, info, entry, label, env)
             if not good and allow_unsigned:  # waived as for an unsigned version; the statement is still checked
                 rep.notes.append(f"{label}: signed by key id {kids}, which no trusted key verifies; accepted (--allow-unsigned)")
+            elif good and len(good) < threshold:
+                rep.problem(
+                    label,
+                    f"signed by {len(good)} trusted key(s) ({', '.join(k[:16] for k in good)}); --threshold {threshold} asks for {threshold} "
+                    "(add signatures with 'rowtrail sign')",
+                )
             elif not good:
                 rep.problem(
                     label,
@@ -757,7 +789,10 @@ def verify(
     version: str | None = None,
     sample: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    threshold: int = 1,
 ) -> VerifyReport:
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+        raise ValueError(f"threshold is a number of distinct trusted keys (≥ 1), not {threshold!r}")
     rep = VerifyReport()
     try:
         keys = signing.trusted_keys(list(pubkeys or []))
@@ -816,7 +851,7 @@ def verify(
         if progress:
             progress("versions", i, len(targets))
         try:
-            _check_version(store, rep, state, vid, keys, allow_unsigned, sample, present)
+            _check_version(store, rep, state, vid, keys, allow_unsigned, sample, present, threshold)
         except Exception as exc:  # damage must be reported, never raised
             rep.problem(f"version {state.versions[vid].tag or vid[:12]}", f"cannot be checked: {type(exc).__name__}: {exc}")
     return rep

@@ -127,6 +127,9 @@ class State:
                 self.tags[info.tag] = info.version_id
             self.heads[e["corpus"]] = info.version_id
             self.staged[e["corpus"]] = Staged()
+        elif kind == "sign":  # a co-signature (or a first signature): the version's envelope from now on
+            vid = e["version_id"]
+            self.versions[vid] = dataclasses.replace(self.versions[vid], envelope=e["envelope"])
 
     def _add_segments(self, e: dict[str, Any]) -> None:
         """Segments an entry wrote: an ingest's rows, or rows a pipeline step created

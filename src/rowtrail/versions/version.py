@@ -62,7 +62,8 @@ class Version:
         return self.info.row_count
 
     def attestation(self) -> dict[str, Any] | None:
-        """The DSSE envelope that signs this version, or None when it was committed unsigned."""
+        """The DSSE envelope that signs this version (with every co-signature 'rowtrail sign' added),
+        or None while it is unsigned."""
         if self.info.envelope is None:
             return None
         return orjson.loads(self._store.backend.read_bytes(self.info.envelope))
