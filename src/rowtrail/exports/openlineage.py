@@ -5,14 +5,22 @@ Events are built with ``openlineage-python``'s own classes (``openlineage.client
 ``facet_v2``) and serialized by its ``Serde``, so ``_producer`` and ``_schemaURL`` are what the library
 sets. Needs ``pip install 'rowtrail[openlineage]'``.
 
-Mapping: one ``COMPLETE`` ``RunEvent`` per journal entry that led to the version (the history walked by
-``rowtrail.exports.prov.history``), in journal order:
+Mapping: one run per journal entry that led to the version (the history walked by
+``rowtrail.exports.prov.history``), in journal order, each as two ``RunEvent`` objects with the same
+``runId``, as the spec asks of a run: ``START`` (event time: the run's start — an ingest's
+``ingested_at``, a commit's ``created_at``; a pipeline step's start is not recorded, so the pipeline
+entry's journal time) with the job, the inputs and the outputs by name, then ``COMPLETE`` (event time:
+the entry's journal time) with the outputs' facets and statistics as well:
 
 - **ingest** ``ing-…`` — job ``<corpus>.ingest.<source ids>``; inputs: each source as dataset
   ``sources/<source_id>`` (facet ``version`` = the snapshot ``S@n``; ``rowtrail`` facet with kind, uri,
-  licence, legal basis, collection period, generator) and each input file with a SHA-256 (namespace
-  ``file``, its path); output: ``<corpus>/ingests/<ingest_id>`` (output statistics: rows; ``rowtrail``
-  facet: counts, segments). Event time: the ingest's journal time; nominal start: ``ingested_at``.
+  licence, legal basis, collection period, generator) and each input file with a SHA-256 (``rowtrail``
+  facet: digest, bytes, the recorded path), named as OpenLineage names files: the path the ingest
+  recorded, in namespace ``file`` (an absolute path; a relative one stays as recorded, since the store
+  does not keep the working directory it was relative to), ``s3://<bucket>`` / ``gs://<bucket>`` with
+  the object key, ``file://<host>`` with the path for a ``file://host/path`` URL; output:
+  ``<corpus>/ingests/<ingest_id>`` (output statistics: rows; ``rowtrail`` facet: counts, segments).
+  Nominal start: ``ingested_at``.
 - **pipeline step** k of the run behind a version — job ``<corpus>.pipeline.<k>.<step name>`` (job
   facet ``documentation``: use, version and params); input: the input set ``<corpus>/inputs/<version id>``
   (``rowtrail`` facet: ``inputs_root``) or step k-1's output; output ``<corpus>/runs/<run>/after/<k>``
@@ -27,8 +35,8 @@ Mapping: one ``COMPLETE`` ``RunEvent`` per journal entry that led to the version
 
 Every run also carries ``processing_engine`` (rowtrail and its version) and every job ``jobType``
 (``BATCH`` / ``ROWTRAIL`` / ``INGEST`` | ``PIPELINE_STEP`` | ``COMMIT``). Removals (``rowtrail rm``) are
-not runs; their effect shows in the next input set. Run ids are UUIDv7 derived from the entry's time and
-its journal digest (``generate_static_uuid``), so exporting a version again gives the same events.
+not runs; their effect shows in the next input set. Run ids are UUIDv7 derived from the run's start time
+and its journal entry's digest (``generate_static_uuid``), so exporting a version again gives the same events.
 
 Options:
 
@@ -163,13 +171,18 @@ class _Builder:
 
         return dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=text, producer=PRODUCER)
 
-    def event(self, entry: dict[str, Any], run: Any, job: Any, inputs: list[Any], outputs: list[Any]) -> Any:
-        from openlineage.client.event_v2 import RunEvent, RunState
+    def run_events(self, entry: dict[str, Any], start: str, run: Any, job: Any, inputs: list[Any], outputs: list[Any]) -> list[Any]:
+        """The run's ``START`` (at ``start``; outputs by name only) and ``COMPLETE`` (at the entry's time) events."""
+        from openlineage.client.event_v2 import OutputDataset, RunEvent, RunState
 
-        return RunEvent(eventType=RunState.COMPLETE, eventTime=entry["at"], run=run, job=job, inputs=inputs, outputs=outputs, producer=PRODUCER)
+        named = [OutputDataset(namespace=o.namespace, name=o.name) for o in outputs]
+        return [
+            RunEvent(eventType=RunState.START, eventTime=start, run=run, job=job, inputs=inputs, outputs=named, producer=PRODUCER),
+            RunEvent(eventType=RunState.COMPLETE, eventTime=entry["at"], run=run, job=job, inputs=inputs, outputs=outputs, producer=PRODUCER),
+        ]
 
     # -- events ------------------------------------------------------------------------------------
-    def ingest(self, e: dict[str, Any]) -> Any:
+    def ingest(self, e: dict[str, Any]) -> list[Any]:
         from openlineage.client.event_v2 import InputDataset, OutputDataset
 
         sources = sorted(e.get("sources") or {})
@@ -189,7 +202,9 @@ class _Builder:
             inputs.append(self.dataset(InputDataset, f"sources/{sid}", facets))
         for f in e.get("files") or []:
             if f.get("sha256"):
-                inputs.append(self.dataset(InputDataset, str(f["name"]), {"rowtrail": self.facet("file", digests={"sha256": f["sha256"]}, bytes=f.get("bytes"))}, namespace="file"))
+                namespace, name = file_name(str(f["name"]))
+                facets = {"rowtrail": self.facet("file", digests={"sha256": f["sha256"]}, bytes=f.get("bytes"), path=str(f["name"]))}
+                inputs.append(self.dataset(InputDataset, name, facets, namespace=namespace))
         counts = e.get("counts") or {}
         out = self.dataset(
             OutputDataset,
@@ -199,7 +214,7 @@ class _Builder:
         )
         start = e.get("ingested_at") or e["at"]
         run = self.run(e, start, "ingest", {"ingest_id": e["ingest_id"], "options": e.get("options")})
-        return self.event(e, run, self.job(f"{e['corpus']}.ingest.{'+'.join(sources) or 'none'}", "INGEST"), inputs, [out])
+        return self.run_events(e, start, run, self.job(f"{e['corpus']}.ingest.{'+'.join(sources) or 'none'}", "INGEST"), inputs, [out])
 
     def inputs_dataset(self, cls: Any, c: Commit) -> Any:
         content = c.record["content"]
@@ -235,10 +250,10 @@ class _Builder:
             name = definition.get("name") or "step"
             doc = f"{definition.get('use') or name} v{definition.get('version')}: params {definition.get('params')}"
             run = self.run(entry, entry["at"], f"step:{k}:{sid}", {"step_id": sid, "index": k, "run": run_digest, "definition": definition})
-            events.append(self.event(entry, run, self.job(f"{c.info.corpus}.pipeline.{k}.{name}", "PIPELINE_STEP", doc), [before], [after]))
+            events += self.run_events(entry, entry["at"], run, self.job(f"{c.info.corpus}.pipeline.{k}.{name}", "PIPELINE_STEP", doc), [before], [after])
         return events
 
-    def commit(self, c: Commit, parent: Commit | None) -> Any:
+    def commit(self, c: Commit, parent: Commit | None) -> list[Any]:
         from openlineage.client.event_v2 import InputDataset, OutputDataset
         from openlineage.client.facet_v2 import schema_dataset
 
@@ -269,7 +284,7 @@ class _Builder:
         out = self.dataset(OutputDataset, f"{c.info.corpus}/versions/{c.version_id}", facets, rows=content["row_count"])
         details = {"version_id": c.version_id, "tag": rec["tag"], "message": rec["message"], "author": rec["author"], "created_at": rec["created_at"], "signing_key": c.keyid}
         run = self.run(c.entry, rec["created_at"], "commit", details)
-        return self.event(c.entry, run, self.job(f"{c.info.corpus}.commit", "COMMIT", None), inputs, [out])
+        return self.run_events(c.entry, rec["created_at"], run, self.job(f"{c.info.corpus}.commit", "COMMIT", None), inputs, [out])
 
     def schema(self) -> Any:
         from ..query.rows import rows
@@ -280,9 +295,10 @@ class _Builder:
         out: list[Any] = []
         parent: Commit | None = None
         for c in history(self.store, self.v):
-            out.extend(self.ingest(e) for e in c.ingests)
-            out.extend(self.steps(c))
-            out.append(self.commit(c, parent))
+            for e in c.ingests:
+                out += self.ingest(e)
+            out += self.steps(c)
+            out += self.commit(c, parent)
             parent = c
         return out
 
@@ -291,6 +307,32 @@ def build_events(store: Store, v: Version, namespace: str | None = None) -> list
     """The OpenLineage ``RunEvent`` objects of ``v``'s history (see the module docstring)."""
     _require()
     return _Builder(store, v, namespace or default_namespace(store)).events()
+
+
+def file_name(path: str) -> tuple[str, str]:
+    """The OpenLineage (namespace, name) of a file the journal recorded, by the dataset naming
+    convention (``openlineage.client.naming.dataset``): a plain path or a ``file:///`` URL in namespace
+    ``file``; ``s3://`` / ``gs://`` by bucket and object key; any other URL ``scheme://authority`` and its path."""
+    from urllib.parse import urlsplit
+
+    from openlineage.client.naming.dataset import GCS, S3, LocalFileSystem, RemoteFileSystem
+
+    if "://" not in path:
+        naming: Any = LocalFileSystem(path=path)
+    else:
+        url = urlsplit(path)
+        key = url.path.lstrip("/")
+        if url.scheme in ("s3", "s3a") and url.netloc and key:
+            naming = S3(bucket_name=url.netloc, object_key=key)
+        elif url.scheme in ("gs", "gcs") and url.netloc and key:
+            naming = GCS(bucket_name=url.netloc, object_key=key)
+        elif url.scheme == "file" and url.netloc in ("", "localhost"):
+            naming = LocalFileSystem(path=url.path)
+        elif url.scheme == "file":
+            naming = RemoteFileSystem(host=url.netloc, path=url.path)
+        else:
+            return f"{url.scheme}://{url.netloc}", url.path
+    return naming.get_namespace(), naming.get_name()
 
 
 def default_namespace(store: Store) -> str:
