@@ -169,7 +169,8 @@ class Store:
             total -= _cached_bytes(old)
 
     def segment_codes(self, seg: int, column: str) -> tuple[np.ndarray, list[str]]:
-        """A low-cardinality string column of a segment as (int codes per row, distinct values), cached."""
+        """A low-cardinality string column of a segment as (int codes per row, −1 for null; distinct
+        values), cached."""
         key = (seg, f"codes:{column}")
         hit = self._columns.get(key)
         if hit is None:
@@ -178,7 +179,7 @@ class Store:
             # dictionary-encoded on disk: read as dictionaries, unified across row groups (no string hashing)
             enc = col.unify_dictionaries().combine_chunks() if pa.types.is_dictionary(col.type) else col.combine_chunks().dictionary_encode()
             hit = np.empty(2, dtype=object)
-            hit[0] = enc.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+            hit[0] = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)  # −1: null
             hit[1] = enc.dictionary.to_pylist()
             self._remember(key, hit)
         return hit[0], hit[1]
