@@ -83,6 +83,15 @@ def test_bad_pipeline_files_name_the_problem(cli, tmp_path):
     assert "does not parse" in cli("apply", str(bad), code=1).stderr
     bad.write_text('[[step]]\nuse = "rewrite"\nfunction = "nowhere.py:fn"\n')
     assert "no file" in cli("apply", str(bad), code=1).stderr
+    # a function file imports the modules next to it, as 'python file.py' would; a missing one is named
+    (tmp_path / "helpers_mod.py").write_text("def clean(t):\n    return t.strip()\n")
+    (tmp_path / "fns.py").write_text("import helpers_mod\n\ndef fn(t):\n    return helpers_mod.clean(t)\n")
+    (tmp_path / "broken.py").write_text("import no_such_helper_mod\n")
+    bad.write_text('[[step]]\nuse = "rewrite"\nfunction = "broken.py:fn"\nfield = "text"\n')
+    err = " ".join(cli("apply", str(bad), code=1).stderr.split())  # the console wraps long lines
+    assert "failed to import 'no_such_helper_mod'" in err and "Traceback" not in err
+    bad.write_text('[[step]]\nuse = "rewrite"\nfunction = "fns.py:fn"\nfield = "text"\n')
+    cli("apply", str(bad), "--dry-run")
     bad.write_text('[[step]]\nuse = "filter"\nwhere = "no_such_column > 1"\n')
     assert "no_such_column" in cli("apply", str(bad), code=1).stderr
     cli("apply", str(tmp_path / "missing.toml"), code=1)

@@ -94,7 +94,13 @@ def _import_function(ref: str, base: Path, where: str) -> Any:
         if spec is None or spec.loader is None:
             raise RowtrailError(f"{where}: cannot load {path}")
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        sys.path.insert(0, str(path.parent))  # its own imports find the modules next to it, as 'python file.py' would
+        try:
+            spec.loader.exec_module(module)
+        except ImportError as exc:
+            raise RowtrailError(f"{where}: {path} failed to import {exc.name or ''!r} ({exc}); is it installed or next to {path.name}?") from None
+        finally:
+            sys.path.remove(str(path.parent))
     else:
         sys.path.insert(0, str(base))
         try:
