@@ -83,6 +83,7 @@ def take_fields(records: np.ndarray, order: np.ndarray) -> np.ndarray:
     """``records[order]`` as frame records, gathered one field at a time: besides the source and
     the result, at most one field's copy is in memory (not a second whole array of records)."""
     out = np.empty(len(order), dtype=FRAME_DTYPE)
+    assert FRAME_DTYPE.names is not None  # a structured dtype
     for name in FRAME_DTYPE.names:
         out[name] = records[name][order]
     return out
@@ -614,6 +615,8 @@ def _per_source(src: np.ndarray, w: np.ndarray, names: list[str]) -> dict[str, t
 def _report(step: Step, before: dict[str, Any], frame: Frame, run: StepRun, monitor: dict[str, Any]) -> dict[str, Any]:
     from ..monitoring.drift import categorical_drift, check, numeric_drift
 
+    # reported before write_tables turns the step's tables into digests
+    assert isinstance(run.drops, pa.Table) and isinstance(run.edges, pa.Table) and isinstance(run.weights, pa.Table)
     b_src = _per_source(before["src"], before["rec"]["w"], frame.names)
     a_src = _per_source(frame.src, frame.rec["w"], frame.names)
     per_source = {

@@ -176,6 +176,7 @@ def as_stored_records(records: np.ndarray) -> np.ndarray:
         return records
     if records.dtype.names != RECORD_DTYPE.names or records.dtype.itemsize != RECORD_DTYPE.itemsize:
         return records.astype(RECORD_DTYPE)
+    assert records.dtype.names is not None  # equal to RECORD_DTYPE.names, checked above
     for name in records.dtype.names:
         field = records[name]
         if field.dtype.str[0] == "<":
@@ -187,7 +188,7 @@ def put_array(backend: Any, records: np.ndarray) -> str:
     """Store an array's raw bytes as an object, written from its memory (no bytes copy of it)."""
     path = backend.new_tmp_path(".bin")
     with open(path, "wb") as fh:
-        fh.write(memoryview(np.ascontiguousarray(records)).cast("B"))
+        fh.write(memoryview(np.ascontiguousarray(records)).cast("B"))  # type: ignore[arg-type]  # numpy's stubs give ndarray __buffer__ only for Python >= 3.12
     return backend.put_file(path)
 
 

@@ -54,6 +54,7 @@ def take_sorted(records: np.ndarray) -> np.ndarray:
     order = sort_ids(records["id"])
     if len(order) and bool(np.all(order[1:] > order[:-1])):
         return records
+    assert records.dtype.names is not None  # a structured array: its "id" field was read above
     for name in records.dtype.names:
         records[name] = records[name][order]
     return records

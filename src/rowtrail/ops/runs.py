@@ -118,7 +118,7 @@ def _feature_block(store: Store, b: dict[str, Any]) -> dict[str, Any]:
 
 def _checkpoint(store: Store, c: dict[str, Any]) -> dict[str, Any]:
     """A weight checkpoint's journal form, checked: its two ``.npy`` objects exist."""
-    out = {"step": int(c["step"]), "lr": float(c["lr"]), "weights": str(c["weights"]), "delta": str(c["delta"]), "numel": int(c["numel"])}
+    out: dict[str, Any] = {"step": int(c["step"]), "lr": float(c["lr"]), "weights": str(c["weights"]), "delta": str(c["delta"]), "numel": int(c["numel"])}
     for k in ("weights", "delta"):
         if not store.backend.has_object(out[k]):
             raise ValueError(f"checkpoint of step {out['step']}: object {out[k]} ({k}) is not in the store")

@@ -523,7 +523,7 @@ class _RowsPass:
         self.builder.add(ids)
         pair = np.empty(len(recs), dtype=[("id", "S32"), ("w", ">f8")])  # weights_sha256's bytes
         pair["id"], pair["w"] = ids, recs["w"]
-        self.weights.update(memoryview(pair).cast("B"))
+        self.weights.update(memoryview(pair).cast("B"))  # type: ignore[arg-type]  # numpy's stubs give ndarray __buffer__ only for Python >= 3.12
         del pair
         if self.run_matches:
             self.run_matches = self.run.output_is(start, recs)

@@ -332,8 +332,10 @@ def _chunk_features(
             per = func_per_example(modules[plan.name], plan.params, [(k, a, g) for k, (a, g) in enumerate(got)], q, plan.name)
             parts.append(sketch(torch.cat(per, 1), p_in if len(p_in) else None, p_out if len(p_out) else None, plan.k_in))
         elif plan.kind == "embedding":
+            emb = modules[plan.name]
+            assert isinstance(emb, nn.Embedding)  # checked against the plan when the modules were matched
             idx, g = embedding_joined([(k, a, g) for k, (a, g) in enumerate(got)], q, plan.name, plan.n_out)
-            parts.append(embedding_project(idx, g, p_in, p_out, modules[plan.name].padding_idx).sum(1))
+            parts.append(embedding_project(idx, g, p_in, p_out, emb.padding_idx).sum(1))
         else:
             a = torch.cat([a.reshape(q, -1, plan.n_in) for a, _ in got], 1).float()  # shared weights: calls joined on the token axis
             g = torch.cat([g.reshape(q, -1, plan.n_out) for _, g in got], 1).float()

@@ -138,7 +138,7 @@ def _func_call_grads(module: nn.Module, names: Sequence[str], inputs: tuple[Any,
         def f(p: dict[str, torch.Tensor]) -> torch.Tensor:
             return functional_call(module, p, call)
 
-        _, pull = vjp(f, params)
+        _, pull = vjp(f, params)  # type: ignore[misc]  # torch annotates vjp as a 2- or 3-tuple, with no overload for has_aux=False
         grads = pull(g.unsqueeze(0))[0]
         return tuple(grads[k].reshape(-1) for k in names)
 

@@ -235,10 +235,10 @@ class Recorder:
             if kind is None:
                 continue
             if kind == "func":
-                own = [(n, p) for n, p in mod.named_parameters(recurse=False) if id(p) in slot and uses[id(p)] == 1]
-                if own:
-                    traced_params.update(id(p) for _, p in own)
-                    self._traced.append(_Traced(mname, mod, None, None, "func", [n for n, _ in own], [self._param_group[slot[id(p)]] for _, p in own]))
+                own_params = [(n, p) for n, p in mod.named_parameters(recurse=False) if id(p) in slot and uses[id(p)] == 1]
+                if own_params:
+                    traced_params.update(id(p) for _, p in own_params)
+                    self._traced.append(_Traced(mname, mod, None, None, "func", [n for n, _ in own_params], [self._param_group[slot[id(p)]] for _, p in own_params]))
                 continue
             wg = bg = None
             if id(mod.weight) in slot and uses[id(mod.weight)] == 1:
@@ -445,8 +445,9 @@ class Recorder:
             delta = _SgdDelta(self._snapshot, self._params, lrs)
             for j, (p, k) in enumerate(zip(self._params, self._param_group)):
                 if p.grad is not None:
-                    grad_sq[j] = torch.linalg.vector_norm(p.grad.detach()).double() ** 2
-                    update_sq[k] += lrs[j] ** 2 * grad_sq[j]
+                    sq = torch.linalg.vector_norm(p.grad.detach()).double() ** 2
+                    grad_sq[j] = sq
+                    update_sq[k] += lrs[j] ** 2 * sq
         dots = torch.zeros(n, len(self.group_names), dtype=torch.float64, device=device)
         norm_sq = torch.zeros_like(dots)
         self._per_example = {}
@@ -466,11 +467,13 @@ class Recorder:
                     norm_sq[:, grp] += torch.sum(pe.double() ** 2, 1)
                 continue
             if tr.kind == "embedding":
+                assert isinstance(mod, nn.Embedding)  # kind_of gives "embedding" only for an nn.Embedding
                 x, g = embedding_joined(tr.calls, token_rows.shape[0] if token_rows is not None else n, tr.name, mod.embedding_dim)
                 d, sq = embedding_contrib(x, g, delta[self._slot[id(mod.weight)]], mod.padding_idx, token_rows, n)
                 dots[:, tr.weight_group] += d
                 norm_sq[:, tr.weight_group] += sq
                 continue
+            assert isinstance(mod, nn.Linear)  # the remaining kind, "linear", is only an nn.Linear
             if token_rows is not None:
                 a, g = _joined(tr, token_rows.shape[0])
                 _packed(a, g, token_rows.to(a.device), n, tr, delta, self._slot, dots, norm_sq)
@@ -479,9 +482,11 @@ class Recorder:
             if tr.weight_group is not None:
                 fast = None
                 j = self._slot[id(mod.weight)]
-                if not self._snapped and grad_sq[j] is not None:
+                if not self._snapped and (gsq := grad_sq[j]) is not None:
                     probe = self.steps % _PROBE_EVERY == 0
-                    fast = _linear_weight_sgd(a, g, mod.weight.grad.detach(), lrs[j], float(grad_sq[j]), probe)
+                    grad = mod.weight.grad
+                    assert grad is not None  # grad_sq[j] is set only for a parameter with a gradient
+                    fast = _linear_weight_sgd(a, g, grad.detach(), lrs[j], float(gsq), probe)
                 d, s = fast if fast is not None else _linear_weight(a, g, delta[j])
                 dots[:, tr.weight_group] += d
                 norm_sq[:, tr.weight_group] += s
@@ -510,6 +515,7 @@ class Recorder:
                 continue
             b = token_rows.shape[0] if token_rows is not None else n
             if tr.kind == "embedding":
+                assert isinstance(tr.module, nn.Embedding)  # kind_of gives "embedding" only for an nn.Embedding
                 x, g = embedding_joined(tr.calls, b, tr.name, tr.module.embedding_dim)
                 per_token = embedding_project(x, g * n, p_in, p_out, tr.module.padding_idx)
             else:
@@ -687,7 +693,9 @@ def _plan(tr: _Traced, opts: FeatureOptions) -> LayerPlan:
         own = dict(mod.named_parameters(recurse=False))
         return plan_func(tr.name, tr.pnames, int(sum(own[n].numel() for n in tr.pnames)), opts)
     if tr.kind == "embedding":
+        assert isinstance(mod, nn.Embedding)  # kind_of gives "embedding" only for an nn.Embedding
         return plan_layer(tr.name, mod.num_embeddings, mod.embedding_dim, True, False, opts, kind="embedding")
+    assert isinstance(mod, nn.Linear)  # the remaining kind, "linear", is only an nn.Linear
     return plan_layer(tr.name, mod.in_features, mod.out_features, tr.weight_group is not None, tr.bias_group is not None, opts)
 
 
@@ -695,6 +703,7 @@ def _joined(tr: _Traced, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A Linear's captured calls as (input B×T×in, output grad B×T×out) for the step's n examples."""
     calls = sorted(tr.calls, key=lambda c: c[0])
     mod = tr.module
+    assert isinstance(mod, nn.Linear)  # called for kind "linear" only
     parts = []
     for _, a, g in calls:
         if a.dim() == 1:
@@ -739,7 +748,7 @@ def _packed(a: torch.Tensor, g: torch.Tensor, token_rows: torch.Tensor, n: int, 
 class _SgdDelta:
     """Δθ = −lr·grad per parameter, written into the snapshot buffers on first use (plain SGD)."""
 
-    def __init__(self, buffers: list[torch.Tensor], params: list[torch.Tensor], lrs: list[float]):
+    def __init__(self, buffers: list[torch.Tensor], params: Sequence[torch.Tensor], lrs: list[float]):
         self.buffers, self.params, self.lrs = buffers, params, lrs
         self.done = [False] * len(buffers)
 
@@ -755,7 +764,7 @@ class _SgdDelta:
         return buf
 
 
-def _plain_sgd_groups(optimizer: Any, params: list[torch.Tensor]) -> list[int] | None:
+def _plain_sgd_groups(optimizer: Any, params: Sequence[torch.Tensor]) -> list[int] | None:
     """Per parameter, the index of its optimizer group when the optimizer is plain SGD (no momentum,
     weight decay or maximize: the update is exactly −lr·grad); else None."""
     if type(optimizer) is not torch.optim.SGD:

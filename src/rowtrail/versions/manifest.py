@@ -28,6 +28,7 @@ from ..hashing import ID_DTYPE, _next_level, id_bytes, leaf_hashes
 
 if TYPE_CHECKING:
     from ..backends.local import LocalBackend
+    from ..backends.objectstore import ObjectStoreBackend
 
 RECORD_DTYPE = np.dtype([("id", "S32"), ("w", ">f8"), ("seg", ">u4"), ("row", ">u4")])
 CHUNK_MODULUS = 1 << 13
@@ -87,7 +88,7 @@ def decode_chunk(raw: bytes, records: bool = True) -> np.ndarray:
     return out
 
 
-def write_chunks(backend: LocalBackend, arr: np.ndarray) -> list[list[Any]]:
+def write_chunks(backend: LocalBackend | ObjectStoreBackend, arr: np.ndarray) -> list[list[Any]]:
     """Store a sorted record (or id) array as chunks; returns ``[[digest, count, first_hex, last_hex]…]``."""
     ids = arr["id"] if arr.dtype.names else arr
     out = []
@@ -228,14 +229,14 @@ def upper_levels(ids: np.ndarray, level: int = CACHE_LEVEL) -> tuple[str, np.nda
                 part = _next_level(part)
             parts.append(part)
         cur = np.concatenate(parts)
-        kept = [cur]
+        kept: list[np.ndarray] = [cur]
         while len(cur) > 1:
             cur = _next_level(cur)
             kept.append(cur)
         return id_bytes(cur, 0).hex(), np.concatenate(kept)
     cur = leaf_hashes(ids)
     depth = 0
-    kept: list[np.ndarray] = [cur] if level == 0 else []
+    kept = [cur] if level == 0 else []
     while len(cur) > 1:
         cur = _next_level(cur)
         depth += 1
@@ -255,7 +256,7 @@ def weights_digest(ids: np.ndarray, weights: np.ndarray) -> str:
         rec = np.empty(end - start, dtype=[("id", "S32"), ("w", ">f8")])
         rec["id"] = ids[start:end]
         rec["w"] = weights[start:end]
-        h.update(memoryview(rec).cast("B"))
+        h.update(memoryview(rec).cast("B"))  # type: ignore[arg-type]  # numpy's stubs give ndarray __buffer__ only for Python >= 3.12
     return h.hexdigest()
 
 
