@@ -382,14 +382,17 @@ def merkle_root(ids: np.ndarray) -> str:
 
 
 def mth(leaves: Sequence[bytes]) -> bytes:
-    """RFC 6962 MTH over arbitrary byte-string leaves, in the given order (reference form)."""
-    n = len(leaves)
-    if n == 0:
+    """RFC 6962 MTH over arbitrary byte-string leaves, in the given order: level by level, pairing
+    adjacent nodes and promoting a lone last one (the same tree, see ``merkle_levels``), in O(n)."""
+    if len(leaves) == 0:
         return EMPTY_ROOT
-    if n == 1:
-        return leaf_hash(leaves[0])
-    k = 1 << ((n - 1).bit_length() - 1)
-    return node_hash(mth(leaves[:k]), mth(leaves[k:]))
+    level = [leaf_hash(x) for x in leaves]
+    while len(level) > 1:
+        up = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            up.append(level[-1])
+        level = up
+    return level[0]
 
 
 def audit_path_from_levels(levels: list[np.ndarray], index: int) -> list[str]:

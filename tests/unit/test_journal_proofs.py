@@ -52,6 +52,8 @@ def test_a_kept_head_checks_a_later_journal_and_refuses_a_forked_one(any_store: 
     assert proof["new_size"] == len(s.state.entries) and proof["new_root"] == s.journal_root()["root"]
     assert verify_consistency(json.loads(json.dumps(proof)), old_root=kept["root"])
     assert s.journal_root(kept["tree_size"]) == kept  # the head of a prefix is the head that was kept
+    head = s.journal_root()
+    assert s.verify(allow_unsigned=True).journal_root == {"tree_size": head["tree_size"], "root": head["root"]}  # verify reports the head it checked
 
     # a history that differs in one early entry (another source added first) cannot prove it extends the kept head
     fork = rt.init(str(tmp_path / "fork"))

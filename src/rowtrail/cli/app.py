@@ -582,6 +582,8 @@ def verify(
         summary = f"{c['journal_entries']} journal entries, {c['objects']} objects, {c['versions']} versions, {c['signatures']} signatures, {c['rows']} rows"
         if rep.ok:
             render.out.print(f"[green]OK[/green]: {summary} checked")
+            head = rep.journal_root
+            render.err.print(f"journal tree head: {head['tree_size']} entries, root {head['root']} (keep it: 'rowtrail journal prove {head['tree_size']}' later shows the journal only grew)", markup=False)
         else:
             render.table("verification FAILED", ["where", "problem"], [(p["object"], p["problem"]) for p in rep.problems])
             render.err.print(f"checked {summary}")

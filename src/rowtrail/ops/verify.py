@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import RowtrailError, SigningError
-from ..hashing import ID_DTYPE, jcs, step_id
+from ..hashing import EMPTY_ROOT, ID_DTYPE, jcs, mth, step_id
 from ..segments import ids_column_to_numpy
 from ..versions import manifest as manifest_mod
 from ..versions import signing
@@ -41,13 +41,21 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=lambda: {"journal_entries": 0, "objects": 0, "versions": 0, "signatures": 0, "rows": 0})
     journal_state: str = ""
+    journal_root: dict[str, Any] = field(default_factory=dict)  # the checked journal's RFC 9162 tree head
 
     def problem(self, what: str, message: str) -> None:
         self.ok = False
         self.problems.append({"object": what, "problem": message})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "problems": self.problems, "notes": self.notes, "checked": self.checked, "journal_state": self.journal_state}
+        return {
+            "ok": self.ok,
+            "problems": self.problems,
+            "notes": self.notes,
+            "checked": self.checked,
+            "journal_state": self.journal_state,
+            "journal_root": self.journal_root,
+        }
 
 
 def _check_journal(store: Store, rep: VerifyReport) -> list[bytes]:
@@ -800,6 +808,8 @@ def verify(
         rep.problem("trusted keys", str(exc))
         keys = {}
     lines = _check_journal(store, rep)
+    # the head of what was just checked: kept, it lets a later 'journal prove' show history only grew
+    rep.journal_root = {"tree_size": len(lines), "root": (mth(lines) if lines else EMPTY_ROOT).hex()}
     try:
         state = State.replay(lines)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
