@@ -134,20 +134,22 @@ def journal_lines(store: Store) -> list[bytes]:
     return lines
 
 
-def journal_root(store: Store, size: int | None = None) -> dict[str, Any]:
-    """The journal tree's head at ``size`` entries (default: all committed entries)."""
-    from ..hashing import EMPTY_ROOT, mth
+def _head(lines: list[bytes], n: int) -> dict[str, Any]:
+    from ..hashing import mth
 
-    lines = journal_lines(store)
-    n = len(lines) if size is None else size
     if not 0 <= n <= len(lines):
         raise ProofError(f"the journal has {len(lines)} committed entries; no tree of size {n}")
-    head = lines[n - 1] if n else None
     return {
         "tree_size": n,
-        "root": (mth(lines[:n]) if n else EMPTY_ROOT).hex(),
-        "last_entry": hashlib.sha256(head).hexdigest() if head is not None else None,
+        "root": mth(lines[:n]).hex(),
+        "last_entry": hashlib.sha256(lines[n - 1]).hexdigest() if n else None,
     }
+
+
+def journal_root(store: Store, size: int | None = None) -> dict[str, Any]:
+    """The journal tree's head at ``size`` entries (default: all committed entries)."""
+    lines = journal_lines(store)
+    return _head(lines, len(lines) if size is None else size)
 
 
 def prove_consistency(store: Store, old_size: int, new_size: int | None = None) -> dict[str, Any]:
@@ -159,7 +161,7 @@ def prove_consistency(store: Store, old_size: int, new_size: int | None = None) 
     n = len(lines) if new_size is None else new_size
     if not 0 < old_size <= n <= len(lines):
         raise ProofError(f"a consistency proof needs 0 < old size ≤ new size ≤ {len(lines)} (the committed entries); got {old_size} and {n}")
-    old, new = journal_root(store, old_size), journal_root(store, n)
+    old, new = _head(lines, old_size), _head(lines, n)
     proof = {
         "kind": "journal-consistency",
         "old_size": old_size,

@@ -32,19 +32,13 @@ def sign_version(store: Store, ref: str = "HEAD", key: str | None = None, corpus
         record = next(e["record"] for e in state.entries if e["kind"] == "commit" and e["version_id"] == info.version_id)
         if info.envelope:
             env = orjson.loads(store.backend.read_bytes(info.envelope))
-            body = signing._b64decode(env["payload"])
-            stmt = orjson.loads(body)
+            stmt, ours = signing.open_envelope(env, {kid: private.public_key()})
             subject = (stmt.get("subject") or [{}])[0]
             if subject.get("digest", {}).get("sha256") != info.version_id or stmt.get("predicate") != record:
                 raise SigningError(f"version {info.tag or info.version_id[:12]}'s envelope does not describe it; run 'rowtrail verify'")
-            message = signing.pae(signing.PAYLOAD_TYPE, body)
-            for sig in env.get("signatures", []):
-                if sig.get("keyid") == kid:
-                    try:
-                        private.public_key().verify(signing._b64decode(sig["sig"]), message)
-                    except Exception:  # noqa: BLE001 - a signature under our key id that does not verify is not ours
-                        continue
-                    raise SigningError(f"version {info.tag or info.version_id[:12]} is already signed by key {kid[:16]}")
+            if ours:
+                raise SigningError(f"version {info.tag or info.version_id[:12]} is already signed by key {kid[:16]}")
+            body = signing._b64decode(env["payload"])  # signed again byte for byte
             signatures = list(env.get("signatures", []))
         else:  # committed with --no-sign: the statement commit would have signed
             stmt = signing.statement(f"{info.corpus}@{info.tag or info.version_id}", info.version_id, record)

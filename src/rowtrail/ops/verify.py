@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import RowtrailError, SigningError
-from ..hashing import EMPTY_ROOT, ID_DTYPE, jcs, mth, step_id
+from ..hashing import ID_DTYPE, jcs, mth, step_id
 from ..segments import ids_column_to_numpy
 from ..versions import manifest as manifest_mod
 from ..versions import signing
@@ -809,7 +809,7 @@ def verify(
         keys = {}
     lines = _check_journal(store, rep)
     # the head of what was just checked: kept, it lets a later 'journal prove' show history only grew
-    rep.journal_root = {"tree_size": len(lines), "root": (mth(lines) if lines else EMPTY_ROOT).hex()}
+    rep.journal_root = {"tree_size": len(lines), "root": mth(lines).hex()}
     try:
         state = State.replay(lines)
     except (KeyError, TypeError, ValueError, IndexError) as exc:

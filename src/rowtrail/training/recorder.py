@@ -161,7 +161,6 @@ class Recorder:
         self._features_opts = FeatureOptions.parse(features) if features is not None else None
         self._every = self._features_opts.every if self._features_opts is not None else 0  # doubled past the budget
         self._budget = self._features_opts.budget_mb * 1e6 if self._features_opts is not None else 0.0
-        self._thinned = False
         if checkpoints is not None and (isinstance(checkpoints, bool) or not isinstance(checkpoints, int) or checkpoints < 1):
             raise ValueError(f"checkpoints= is a positive integer (keep the weights and the update every N-th recorded step), not {checkpoints!r}")
         self._checkpoint_every = checkpoints
@@ -403,7 +402,7 @@ class Recorder:
         self._norm_sq.append(norm_sq)
         if block is not None:
             self._blocks.append((self.steps, self._lr, ids, *block))
-            self._held += block[0].numel() * block[0].element_size()
+            self._held += block[0].nbytes
             if self._held > self._budget:
                 self._thin()
         self.steps += 1
@@ -413,13 +412,13 @@ class Recorder:
         (exactly what recording with the doubled ``every`` from the start would hold)."""
         opts = self._features_opts
         assert opts is not None
+        first = self._every == opts.every
         while self._held > self._budget and len(self._blocks) > 1:
             every = self._every * 2
             self._blocks = [b for b in self._blocks if b[0] % every == 0]
-            self._held = sum(b[3].numel() * b[3].element_size() for b in self._blocks)
+            self._held = sum(b[3].nbytes for b in self._blocks)
             self._every = every
-        if not self._thinned:
-            self._thinned = True
+        if first and self._every != opts.every:  # warned once, when the stride first doubles
             warnings.warn(
                 f"rowtrail: attribution features filled features budget_mb={opts.budget_mb:g}; they are now kept every {self._every} steps, "
                 "a stride that doubles again each time the budget fills (raise budget_mb, lower dim, or pass features=None for the ledger alone)",
